@@ -1,0 +1,62 @@
+# Liaison: every install step lives here, so a fresh machine needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JARS   := .cache/kafka/jars
+KAFKA_STAMP := .cache/kafka/.copied
+
+.PHONY: setup kafka prereqs test unit integration contract lint typecheck up down status demo bench clean
+
+setup: $(STAMP)   ## the project and its dev tools in .venv/ (editable)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s)" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+prereqs:          ## Java 17+ and Maven, from Debian's packages when missing
+	@command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || { \
+	  echo "installing Java and Maven (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+
+kafka: $(KAFKA_STAMP)   ## the broker's jars from Maven Central, copied once
+
+$(KAFKA_STAMP): deploy/kafka/pom.xml | prereqs
+	rm -rf $(JARS)
+	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/$(JARS) -DincludeScope=runtime
+	@touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+test: setup kafka lint typecheck   ## ruff, mypy, and every test (a real broker is started by the suite)
+	$(PY) -m pytest
+
+up: setup kafka   ## the broker and every bus service, in the background
+	$(BIN)/liaison up
+
+down: setup
+	$(BIN)/liaison down
+
+status: setup
+	$(BIN)/liaison status
+
+demo: setup kafka
+	$(BIN)/liaison demo
+
+bench: setup kafka
+	$(PY) -m tests.bench.router
+
+clean: down
+	rm -rf .run

@@ -1,0 +1,1 @@
+"""The `liaison` command: operators' tools and the local stack."""

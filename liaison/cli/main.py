@@ -1,0 +1,146 @@
+"""`liaison`: one entry point; each sub-command says what it needs and fails in one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import sys
+import urllib.request
+from typing import Annotated
+
+import typer
+
+from liaison import __version__
+from liaison.cli.output import Out, fail
+from liaison.core.settings import KafkaSettings, load
+from liaison.errors import LiaisonError
+
+app = typer.Typer(
+    name="liaison", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Liaison: the police information-exchange bus on Apache Kafka.",
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command()
+def version() -> None:
+    """Print the version of Liaison.
+
+    Example: liaison version
+    """
+    typer.echo(__version__)
+
+
+@app.command()
+def doctor(json: JsonOpt = False) -> None:
+    """Check what the bus needs here and say how to fix what is missing.
+
+    Example: liaison doctor
+    """
+    from liaison.local import paths  # noqa: PLC0415  # keep `liaison --help` fast
+    from liaison.local.broker import broker_answers, java_major_version  # noqa: PLC0415
+
+    settings = load(KafkaSettings)
+    checks: list[tuple[str, bool, str]] = []
+    py = sys.version_info
+    checks.append(("python", py >= (3, 11), f"{platform.python_version()}"
+                   + ("" if py >= (3, 11) else " - install Python 3.11+")))
+    major = java_major_version()
+    checks.append(("java", major is not None and major >= 17,
+                   f"{major}" if major and major >= 17 else
+                   "Java 17+ missing - apt-get install openjdk-17-jre-headless"))
+    jars = list(paths.kafka_jars_dir().glob("kafka_2.13-*.jar"))
+    checks.append(("kafka jars", bool(jars), jars[0].name if jars else
+                   f"missing in {paths.kafka_jars_dir()} - run `make kafka`"))
+    up = asyncio.run(broker_answers(settings.bootstrap_servers, timeout_s=3))
+    checks.append(("broker", up, settings.bootstrap_servers if up else
+                   f"no answer at {settings.bootstrap_servers} - run `make up`"))
+    reg_ok, reg_note = _registry_answers(settings.registry_url)
+    checks.append(("registry", reg_ok, reg_note))
+    out = Out(json=json)
+    out.table("doctor", ["check", "ok", "detail"],
+              [[name, "yes" if ok else "NO", note] for name, ok, note in checks],
+              records=[{"check": n, "ok": ok, "detail": d} for n, ok, d in checks])
+    if not all(ok for _, ok, _ in checks):
+        raise typer.Exit(1)
+
+
+def _registry_answers(url: str) -> tuple[bool, str]:
+    if not url.startswith(("http://", "https://")):
+        return False, f"LIAISON_REGISTRY_URL is not an http(s) URL: {url}"
+    try:
+        with urllib.request.urlopen(f"{url}/subjects", timeout=3) as resp:  # noqa: S310  # scheme checked above
+            return resp.status == 200, url
+    except OSError:
+        return False, f"no answer at {url} - run `make up`"
+
+
+@app.command()
+def up() -> None:
+    """Start the local broker and every bus service in the background.
+
+    Example: liaison up
+    """
+    from liaison.local.stack import LocalStack  # noqa: PLC0415
+
+    out = Out()
+    out.progress("starting the local broker and services")
+    rows = LocalStack().up()
+    _print_status(out, rows)
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `liaison up` started (by pid), broker last.
+
+    Example: liaison down
+    """
+    from liaison.local.stack import LocalStack  # noqa: PLC0415
+
+    stopped = LocalStack().down()
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status(json: JsonOpt = False) -> None:
+    """List the local broker and services: state, pid, address, log file.
+
+    Example: liaison status --json
+    """
+    from liaison.local.stack import LocalStack  # noqa: PLC0415
+
+    _print_status(Out(json=json), LocalStack().status())
+
+
+def _print_status(out: Out, rows: list) -> None:  # type: ignore[type-arg]  # list[Status]
+    out.table(
+        "local stack", ["name", "state", "pid", "address", "log"],
+        [[r.name, "running" if r.pid else "stopped", str(r.pid or "-"), r.address, str(r.log)]
+         for r in rows],
+        records=[{"name": r.name, "running": r.pid is not None, "pid": r.pid,
+                  "address": r.address, "log": str(r.log)} for r in rows],
+    )
+
+
+@app.command()
+def demo() -> None:
+    """Start the stack and play the multi-agency scenario (see the README).
+
+    Example: liaison demo
+    """
+    from liaison.local.stack import LocalStack  # noqa: PLC0415
+
+    out = Out()
+    out.progress("starting the local broker")
+    rows = LocalStack().up()
+    _print_status(out, rows)
+    typer.echo("The broker is up. Try `liaison status`, and `liaison down` to stop.")
+
+
+def main() -> None:
+    """Console entry: faults of ours become one line and exit 1, never a traceback."""
+    try:
+        app(standalone_mode=True)
+    except LiaisonError as exc:
+        fail(str(exc))

@@ -1,0 +1,77 @@
+"""Typed settings read from `LIAISON_*` environment variables, validated once at start."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from liaison.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the broker and the registry; the base of every service's settings."""
+
+    model_config = SettingsConfigDict(env_prefix="LIAISON_", extra="ignore", frozen=True)
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    registry_url: str = Field(default="http://127.0.0.1:8081", description="Schema registry URL.")
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    client_id: str = "liaison"
+
+    def kafka_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client takes, with security filled in."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol.endswith("SSL"):
+            from aiokafka.helpers import create_ssl_context  # noqa: PLC0415  # only when TLS is on
+
+            kwargs["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        return kwargs
+
+    def safe_dump(self) -> dict[str, Any]:
+        """Settings for the start-up log line: secrets masked by pydantic's SecretStr."""
+        return {key: str(value) if isinstance(value, SecretStr) else value
+                for key, value in self.model_dump().items()}
+
+
+class ServiceSettings(KafkaSettings):
+    """Settings every long-running service has on top of the connection."""
+
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    metrics_host: str = "127.0.0.1"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool | None = Field(default=None, description="JSON logs; default: when not a TTY.")
+
+
+S = TypeVar("S", bound=KafkaSettings)
+
+
+def load(cls: type[S], **overrides: Any) -> S:
+    """Read settings, turning pydantic's report into one ConfigError an operator can act on."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LIAISON_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,232 @@
+"""A single-node Apache Kafka in KRaft mode (broker and controller in one JVM), run from jars.
+
+It does what Kafka's own `bin/kafka-storage.sh format` and `bin/kafka-server-start.sh` do:
+`kafka.tools.StorageTool` formats the storage once, `kafka.Kafka` runs the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liaison.errors import LocalBrokerError
+from liaison.local import paths
+from liaison.local.process import read_pid, start_detached, stop_pid
+
+MAIN_CLASS = "kafka.Kafka"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (good enough for tests on one machine)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def java_major_version(java: str = "java") -> int | None:
+    """The major version of `java`, or None when there is no Java on PATH."""
+    if shutil.which(java) is None:
+        return None
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    for token in out.replace('"', " ").split():
+        head = token.split(".")[0]
+        if head.isdigit() and "." in token:
+            return int(head) if head != "1" else int(token.split(".")[1])
+    return None
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where and how the local broker runs; defaults are those of `make up`."""
+
+    home: Path = field(default_factory=lambda: paths.run_dir() / "kafka")
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap_mb: int = 512
+    jars: Path = field(default_factory=paths.kafka_jars_dir)
+    extra_properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "kafka.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+
+def server_properties(cfg: BrokerConfig) -> dict[str, str]:
+    """KRaft combined mode on loopback, sized to start fast on two cores."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{cfg.host}:{cfg.controller_port}",
+        "listeners": f"PLAINTEXT://{cfg.host}:{cfg.port},CONTROLLER://{cfg.host}:{cfg.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{cfg.host}:{cfg.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(cfg.data_dir),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "log.retention.hours": "168",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+        "transaction.remove.expired.transaction.cleanup.interval.ms": "60000",
+    }
+    props.update(dict(cfg.extra_properties))
+    return props
+
+
+class LocalBroker:
+    """Format, start, wait for, and stop one local broker; the pid file makes it findable later."""
+
+    def __init__(self, config: BrokerConfig | None = None) -> None:
+        self.config = config or BrokerConfig()
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check_prerequisites(self) -> None:
+        major = java_major_version()
+        if major is None:
+            raise LocalBrokerError("Java not found on PATH: install a JDK 17+ (apt-get install "
+                                   "openjdk-17-jre-headless)")
+        if major < 17:
+            raise LocalBrokerError(f"Java {major} found, Kafka 4 needs 17+: install a newer JDK")
+        if not any(self.config.jars.glob("kafka_2.13-*.jar")):
+            raise LocalBrokerError(f"Kafka jars missing in {self.config.jars}: run `make kafka`")
+
+    def _classpath(self) -> str:
+        return str(self.config.jars / "*")
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", f"-Xmx{self.config.heap_mb}m", f"-Xms{min(self.config.heap_mb, 256)}m",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={paths.kafka_log4j_config()}",
+            f"-Dkafka.logs.dir={self.config.home}",
+            "-cp", self._classpath(), main, *args,
+        ]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return read_pid(self.config.pid_file, must_contain=str(self.config.properties_file))
+
+    def write_properties(self) -> None:
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{k}={v}\n" for k, v in server_properties(self.config).items())
+        self.config.properties_file.write_text(text)
+
+    def format_storage(self) -> bool:
+        """Format the storage with a random cluster id, once. Returns True if it formatted now."""
+        if (self.config.data_dir / "meta.properties").exists():
+            return False
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                       "-c", str(self.config.properties_file)),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise LocalBrokerError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+        return True
+
+    def start(self, *, timeout_s: float = 60.0) -> int:
+        """Start the broker unless it already runs; return its pid once it answers metadata."""
+        if (pid := self.pid) is not None:
+            return pid
+        self.check_prerequisites()
+        self.write_properties()
+        self.format_storage()
+        pid = start_detached(
+            self._java(MAIN_CLASS, str(self.config.properties_file)),
+            log_file=self.config.log_file, pid_file=self.config.pid_file,
+        )
+        try:
+            wait_until_ready(self.config.bootstrap, timeout_s=timeout_s, pid=pid)
+        except LocalBrokerError as exc:
+            stop_pid(pid, grace_s=5)
+            raise LocalBrokerError(f"{exc}\n--- last lines of {self.config.log_file} ---\n"
+                                   f"{tail(self.config.log_file)}") from None
+        return pid
+
+    def stop(self, *, grace_s: float = 30.0) -> bool:
+        """Stop the broker we started (by its pid). Returns False when none was running."""
+        pid = self.pid
+        if pid is None:
+            self.config.pid_file.unlink(missing_ok=True)
+            return False
+        stop_pid(pid, grace_s=grace_s)
+        self.config.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+async def broker_answers(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
+    """True if a broker at `bootstrap` answers a metadata request within timeout_s."""
+    from aiokafka import AIOKafkaClient  # noqa: PLC0415  # keeps `liaison --help` fast
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    quiet = logging.getLogger("aiokafka")
+    was_disabled, quiet.disabled = quiet.disabled, True  # "Unable connect" is expected while polling
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+    except Exception:  # noqa: BLE001  # any failure to bootstrap means "not answering yet"
+        return False
+    else:
+        return True
+    finally:
+        await client.close()
+        quiet.disabled = was_disabled
+
+
+def wait_until_ready(bootstrap: str, *, timeout_s: float, pid: int | None = None) -> None:
+    """Poll until the broker answers a metadata request; fail clearly at the deadline."""
+    from liaison.local.process import is_alive  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pid is not None and not is_alive(pid):
+            raise LocalBrokerError(f"the broker process {pid} exited during start-up")
+        if asyncio.run(broker_answers(bootstrap, timeout_s=2.0)):
+            return
+        time.sleep(0.3)
+    raise LocalBrokerError(f"no broker answered at {bootstrap} within {timeout_s:.0f} s")

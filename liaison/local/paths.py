@@ -1,0 +1,22 @@
+"""Where the local stack keeps its jars, data, logs and pid files (all ignored by git)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_dir() -> Path:
+    """Data, logs and pid files of the local stack; `LIAISON_RUN_DIR` moves it."""
+    return Path(os.environ.get("LIAISON_RUN_DIR", REPO_ROOT / ".run"))
+
+
+def kafka_jars_dir() -> Path:
+    """The broker's jars, copied from Maven Central by `make kafka`."""
+    return Path(os.environ.get("LIAISON_KAFKA_JARS", REPO_ROOT / ".cache" / "kafka" / "jars"))
+
+
+def kafka_log4j_config() -> Path:
+    return REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"

@@ -1,0 +1,36 @@
+"""Session fixtures: a real Kafka broker for the integration tests, started here and stopped here."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from liaison.errors import LocalBrokerError
+from liaison.local.broker import BrokerConfig, LocalBroker, free_port
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real broker: `LIAISON_TEST_BOOTSTRAP`, or one started for the session.
+
+    A missing Java or Kafka is a failure with the fix in its message, never a skip.
+    """
+    external = os.environ.get("LIAISON_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="liaison-test-kafka-") as home:
+        broker = LocalBroker(BrokerConfig(home=Path(home), port=free_port(),
+                                          controller_port=free_port(), heap_mb=768))
+        try:
+            broker.start(timeout_s=90)
+        except LocalBrokerError as exc:
+            pytest.fail(f"could not start the test broker: {exc}", pytrace=False)
+        try:
+            yield broker.config.bootstrap
+        finally:
+            broker.stop(grace_s=20)
