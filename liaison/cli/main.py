@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from liaison import __version__
+from liaison.cli import schemas as schemas_cli
 from liaison.cli.output import Out, fail
 from liaison.core.settings import KafkaSettings, load
 from liaison.errors import LiaisonError
@@ -19,6 +20,8 @@ app = typer.Typer(
     name="liaison", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Liaison: the police information-exchange bus on Apache Kafka.",
 )
+
+app.add_typer(schemas_cli.app, name="schemas")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
