@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from liaison.codec import Codec, UnknownSchemaId
 from liaison.registry_client import RegistryClient
-from liaison.schemas import RECORD_TYPES, SchemaCatalog, load_catalog, subject_for
+from liaison.schemas import COMPATIBILITY, RECORD_TYPES, SchemaCatalog, load_catalog, subject_for
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ async def register_all(client: RegistryClient, catalog: SchemaCatalog | None = N
     done = []
     for name in RECORD_TYPES:
         subject, schema = subject_for(name), catalog.standalone_json(name)
+        if await client.get_compatibility(subject) != COMPATIBILITY:
+            await client.set_compatibility(COMPATIBILITY, subject)
         existing = await client.lookup(subject, schema)
         if existing is not None:
             done.append(Registration(name, subject, int(existing["id"]), existing.get("version"), False))

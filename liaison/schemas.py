@@ -23,6 +23,10 @@ RECORD_TYPES = ("Alert", "Query", "Reply", "Receipt", "AuditRecord", "DeadLetter
 MESSAGE_TYPES = ("Alert", "Query", "Reply")
 """Record types agencies send; each has its `<type>s.out.<AGENCY>` and `<type>s.in.<AGENCY>` topics."""
 
+COMPATIBILITY = "FULL_TRANSITIVE"
+"""Level of every liaison subject: agencies upgrade at different times, so old and new readers and
+writers must all understand each other, across every released version."""
+
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 NAMED = frozenset({"record", "enum", "fixed"})
 

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from liaison.errors import ConfigError
+from liaison.topics import Topics
 
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
 
@@ -27,6 +28,12 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
     client_id: str = "liaison"
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$",
+                              description="Prefix of every bus topic (several buses on one cluster).")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
 
     def kafka_kwargs(self) -> dict[str, Any]:
         """Keyword arguments every aiokafka client takes, with security filled in."""

@@ -1,0 +1,150 @@
+"""A compacted topic read as a table, like a Kafka Streams KTable: the bus's only state store.
+
+Each service follows the tables it needs from the beginning (read_committed, no consumer group),
+keeps the latest value per key in memory, and can wait until its view includes everything
+committed up to now, which closes the window between another instance's commit and this view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from liaison.core.settings import KafkaSettings
+from liaison.errors import BrokerUnavailable
+
+log = structlog.get_logger(__name__)
+
+Decoder = Callable[[bytes], Any]
+
+
+def json_value(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+class CompactedTable:
+    """Latest value per key of one compacted topic; tombstones delete the key."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, *, decode: Decoder = json_value,
+                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.topic = topic
+        self.items: dict[str, Any] = {}
+        self._settings = settings
+        self._decode = decode
+        self._on_change = on_change
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._advanced = asyncio.Condition()
+
+    async def start(self, *, timeout_s: float = 30.0) -> None:
+        """Start following and return once the view holds everything committed at start."""
+        if self._consumer is not None:
+            return
+        self._consumer = AIOKafkaConsumer(
+            **self._settings.kafka_kwargs(), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+        )
+        await self._consumer.start()
+        partitions = await self._partitions(timeout_s)
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._follow(), name=f"table:{self.topic}")
+        await self.wait_caught_up(timeout_s=timeout_s)
+
+    async def _partitions(self, timeout_s: float) -> list[TopicPartition]:
+        assert self._consumer is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # aiokafka has no public call to learn an unsubscribed topic's partitions.
+            client = self._consumer._client
+            client.add_topic(self.topic)
+            await client.force_metadata_update()
+            found = self._consumer.partitions_for_topic(self.topic)
+            if found:
+                return [TopicPartition(self.topic, p) for p in sorted(found)]
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"topic {self.topic} does not exist (run `liaison up`)")
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def put_local(self, key: str, value: Any) -> None:
+        """Apply a write this process just committed, before the topic echoes it back."""
+        self._apply({key: value})
+
+    def _apply(self, changes: dict[str, Any]) -> None:
+        for key, value in changes.items():
+            if value is None:
+                self.items.pop(key, None)
+            else:
+                self.items[key] = value
+        if self._on_change is not None and changes:
+            self._on_change(changes)
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
+            changes: dict[str, Any] = {}
+            for tp, records in batches.items():
+                for rec in records:
+                    if rec.key is None:
+                        continue
+                    try:
+                        changes[rec.key.decode()] = None if rec.value is None else self._decode(rec.value)
+                    except ValueError as exc:
+                        log.warning("unreadable table record skipped", topic=self.topic,
+                                    offset=rec.offset, error=str(exc))
+                if records:
+                    self._positions[tp] = records[-1].offset + 1
+            for tp in self._consumer.assignment():
+                self._positions[tp] = max(self._positions.get(tp, 0), await self._consumer.position(tp))
+            self._apply(changes)
+            async with self._advanced:
+                self._advanced.notify_all()
+
+    async def wait_caught_up(self, *, timeout_s: float = 10.0) -> bool:
+        """Wait until the view holds every record committed before this call; False on timeout."""
+        assert self._consumer is not None
+        partitions = list(self._consumer.assignment())
+        targets = await self._consumer.end_offsets(partitions)
+
+        def reached() -> bool:
+            return all(self._positions.get(tp, 0) >= end for tp, end in targets.items())
+
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(reached), timeout_s)
+            except TimeoutError:
+                return False
+        return True
