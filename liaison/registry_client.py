@@ -83,9 +83,9 @@ class RegistryClient:
         return list(await self._request("GET", "/subjects"))
 
     async def is_compatible(self, subject: str, schema: str) -> tuple[bool, list[str]]:
-        """Whether `schema` may be registered under `subject` at its compatibility level."""
+        """Whether `schema` may be registered under `subject` at its level (transitive ones too)."""
         reply = await self._request(
-            "POST", f"/compatibility/subjects/{subject}/versions/latest?verbose=true",
+            "POST", f"/compatibility/subjects/{subject}/versions?verbose=true",
             {"schema": schema}, ok_missing=True,
         )
         if reply is None:  # no version yet: anything is compatible

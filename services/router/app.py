@@ -1,0 +1,249 @@
+"""The router service: pattern-subscribed consumer, one transactional producer per input partition.
+
+aiokafka implements the transaction protocol before KIP-447 (no fencing by consumer group), so
+zombies are fenced the classic way: the transactional id is derived from the input partition
+(`<prefix>.<topic>.<partition>`). Whoever owns a partition initialises that id first, which
+aborts a stalled previous owner's open transaction and fences its producer; only then does it
+read the committed offset and resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from prometheus_client import CollectorRegistry
+
+from liaison.codec import UnknownSchemaId
+from liaison.contract import learn_unknown, ready_codec
+from liaison.core.metrics import MetricsServer
+from liaison.core.runner import ShutdownSignal
+from liaison.directory_feed import DirectoryFeed
+from liaison.errors import DecodeError
+from liaison.kafka_admin import ensure_topics
+from liaison.policy import load_policy
+from liaison.registry_client import RegistryClient
+from liaison.table import json_bytes
+from services.router.metrics import RouterMetrics
+from services.router.pipeline import BatchOutcome, Pipeline, Source, decode_error_code
+from services.router.settings import RouterSettings
+from services.router.state import RouterState
+
+log = structlog.get_logger(__name__)
+
+
+class Router:
+    """Consume outboxes, route in batches, commit each partition's batch in one transaction."""
+
+    def __init__(self, settings: RouterSettings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = RouterMetrics(self.registry)
+        self.state = RouterState(settings, routed_topic=settings.topics.routed,
+                                 consents_topic=settings.topics.consents)
+        self.directory = DirectoryFeed(settings)
+        self._registry_client = RegistryClient(settings.registry_url)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._lock = asyncio.Lock()
+        self._pipeline: Pipeline | None = None
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await ensure_topics(self.settings, self.settings.topics.bus_topics())
+        codec = await ready_codec(self._registry_client)
+        policy = load_policy(self.settings.policy_file)
+        await self.directory.start(publish_file=self.settings.directory_file)
+        engine_cache: dict[int, Any] = {}
+
+        def engine() -> Any:
+            snapshot = self.directory.current
+            compiled = engine_cache.get(id(snapshot))
+            if compiled is None:
+                engine_cache.clear()
+                compiled = engine_cache[id(snapshot)] = policy.compile(snapshot)
+            return compiled
+
+        await self.state.start()
+        self._pipeline = Pipeline(codec, engine, self.state, self.settings.topics)
+        self._consumer = AIOKafkaConsumer(
+            **self.settings.kafka_kwargs(), group_id=self.settings.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            metadata_max_age_ms=self.settings.metadata_max_age_ms,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self.settings.session_timeout_ms // 5),
+            max_poll_records=self.settings.batch_max_records,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe(pattern=self.settings.topics.outbox_pattern, listener=_Rebalance(self))
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        # run() has returned, so no transaction is open. Leaving the group revokes our
+        # partitions (their producers stop in _revoked); then stop whatever is left.
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        async with self._lock:
+            for producer in self._producers.values():
+                await producer.stop()
+            self._producers.clear()
+        await self.state.stop()
+        await self.directory.stop()
+        await self._registry_client.close()
+
+    # -- partitions -----------------------------------------------------------------------------
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in sorted(partitions):
+                if tp in self._producers:
+                    continue
+                producer = AIOKafkaProducer(
+                    **self.settings.kafka_kwargs(), enable_idempotence=True, acks="all",
+                    transactional_id=f"{self.settings.transactional_prefix}.{tp.topic}.{tp.partition}",
+                    linger_ms=5, max_batch_size=256 * 1024,
+                )
+                await producer.start()  # InitProducerId: fences and aborts a previous owner
+                self._producers[tp] = producer
+                assert self._consumer is not None
+                committed = await self._consumer.committed(tp)
+                if committed is not None:
+                    self._consumer.seek(tp, committed)
+            self.metrics.partitions.set(len(self._producers))
+            log.info("partitions assigned", count=len(partitions))
+
+    async def _revoked(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in partitions:
+                producer = self._producers.pop(tp, None)
+                if producer is not None:
+                    await producer.stop()
+            self.metrics.partitions.set(len(self._producers))
+
+    # -- the loop -------------------------------------------------------------------------------
+    async def run(self, shutdown: ShutdownSignal) -> None:
+        assert self._consumer is not None
+        while not shutdown.is_set:
+            batches = await self._consumer.getmany(timeout_ms=self.settings.batch_timeout_ms,
+                                                   max_records=self.settings.batch_max_records)
+            if not batches:
+                continue
+            async with self._lock:
+                await asyncio.gather(*(self._process(tp, recs) for tp, recs in batches.items()
+                                       if tp in self._producers))
+
+    async def _process(self, tp: TopicPartition, records: list[Any]) -> None:
+        assert self._pipeline is not None
+        assert self._consumer is not None
+        out = BatchOutcome()
+        for rec in records:
+            await self._route_one(Source.of(rec), out)
+        producer = self._producers[tp]
+        started = time.monotonic()
+        try:
+            async with producer.transaction():
+                futures = [await producer.send(o.topic, o.value, key=o.key) for o in out.outputs]
+                names = self.settings.topics
+                for topic, updates in ((names.routed, out.routed), (names.consents, out.consents)):
+                    futures += [await producer.send(topic, json_bytes(v), key=k.encode())
+                                for k, v in updates.items()]
+                await producer.send_offsets_to_transaction(
+                    {tp: records[-1].offset + 1}, self.settings.group_id)
+            await asyncio.gather(*futures)
+        except ProducerFenced:
+            log.warning("fenced: another router owns this partition now", topic=tp.topic,
+                        partition=tp.partition)
+            self.metrics.commits.labels("fenced").inc()
+            await self._drop(tp)
+            return
+        except KafkaError as exc:
+            log.error("transaction aborted; the batch will be read again", error=str(exc),  # noqa: TRY400  # a known fault, named
+
+                      topic=tp.topic, partition=tp.partition)
+            self.metrics.commits.labels("aborted").inc()
+            self._consumer.seek(tp, records[0].offset)
+            await asyncio.sleep(0.5)
+            return
+        self._committed(out, records, time.monotonic() - started)
+
+    async def _drop(self, tp: TopicPartition) -> None:
+        producer = self._producers.pop(tp, None)
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+        self.metrics.partitions.set(len(self._producers))
+
+    def _committed(self, out: BatchOutcome, records: list[Any], seconds: float) -> None:
+        """Apply our own writes to the state view at once, then count."""
+        for key, value in out.routed.items():
+            self.state.routed.put_local(key, value)
+        for key, value in out.consents.items():
+            self.state.consents.put_local(key, value)
+        m = self.metrics
+        m.commits.labels("committed").inc()
+        m.txn_seconds.observe(seconds)
+        m.records.inc(len(records))
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for message_type, outcome, reason in out.decisions:
+            counts[(message_type, outcome)] += 1
+            if reason is not None and outcome != "DELIVER":
+                m.denials.labels(reason).inc()
+        for (message_type, outcome), n in counts.items():
+            m.routed.labels(message_type, outcome).inc(n)
+        for code in out.dead_letters:
+            m.dead_letters.labels(code).inc()
+        now_ms = time.time() * 1000
+        for created in out.created_ms:
+            m.latency.observe(max(0.0, (now_ms - created) / 1000))
+
+    async def _route_one(self, src: Source, out: BatchOutcome) -> None:
+        assert self._pipeline is not None
+        pipeline = self._pipeline
+        try:
+            try:
+                message_type, record = pipeline.decode(src)
+            except UnknownSchemaId as exc:
+                if not await learn_unknown(pipeline.codec, self._registry_client, exc.schema_id):
+                    raise
+                message_type, record = pipeline.decode(src)
+        except DecodeError as exc:
+            pipeline.dead_letter(src, decode_error_code(exc), str(exc), out)
+            return
+        if pipeline.unknown_references(record):
+            # Another instance may have committed the cited message a moment ago.
+            await self.state.catch_up(self.settings.catch_up_timeout_s)
+        pipeline.route(src, message_type, record, out)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.router._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.router._assigned(assigned)
+
+
+async def run(settings: RouterSettings, shutdown: ShutdownSignal) -> None:
+    router = Router(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        metrics = MetricsServer(router.registry, host=settings.metrics_host, port=settings.metrics_port)
+        await stack.enter_async_context(metrics)
+        await router.start()
+        stack.push_async_callback(router.stop)
+        log.info("router running", metrics=metrics.url)
+        await router.run(shutdown)

@@ -1,0 +1,104 @@
+"""The router end to end on a real broker: deliveries, receipts, audit and dead letters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from liaison.sdk import alert, envelope, query, reply
+from tests.bus_harness import Bus, running_bus
+
+
+def _by_recipient(receipts: list[tuple[str, dict[str, Any]]], message_id: str) -> dict[str, dict[str, Any]]:
+    return {r["recipient"]: r for name, r in receipts
+            if name == "Receipt" and r["envelope"]["correlation_id"] == message_id}
+
+
+async def test_diffusion_respects_restriction_and_reports_each_recipient(kafka_bootstrap: str) -> None:
+    """A diffusion reaches its addressees except the country the provider restricted; receipts say so."""
+    async with running_bus(kafka_bootstrap) as bus:
+        msg = alert(envelope("FR-PN", to=["DE-BKA", "IT-PS", "ES-CNP"], restricted=["IT"],
+                             case_id="CASE-DIFF", tlp="AMBER"), kind="DIFFUSION", colour="BLUE")
+        await bus.send("Alert", msg)
+        mid = msg["envelope"]["message_id"]
+
+        receipts = await bus.read(bus.topics.receipts("FR-PN"), 3)
+        by = _by_recipient(receipts, mid)
+        assert by["DE-BKA"]["kind"] == "DELIVERED"
+        assert by["ES-CNP"]["kind"] == "DELIVERED"
+        assert by["IT-PS"]["kind"] == "DENIED"
+        assert by["IT-PS"]["reason_code"] == "RESTRICTED_BY_ORIGINATOR"
+
+        delivered = await bus.read_raw(bus.topics.inbox("Alert", "DE-BKA"), 1)
+        assert delivered[0].value == bus.codec.encode("Alert", msg)  # the original bytes, unchanged
+        assert delivered[0].key == b"CASE-DIFF"
+        assert await bus.read(bus.topics.inbox("Alert", "IT-PS"), 1, timeout_s=2) == []
+
+        audit = [r for _, r in await bus.read(bus.topics.audit, 3) if r["message_id"] == mid]
+        assert sorted((a["recipient"], a["decision"]) for a in audit) == [
+            ("DE-BKA", "DELIVERED"), ("ES-CNP", "DELIVERED"), ("IT-PS", "DENIED")]
+
+
+async def _query_and_reply(bus: Bus) -> tuple[dict[str, Any], dict[str, Any]]:
+    q = query(envelope("FR-PN", to=["DE-BKA"], case_id="CASE-Q", tlp="RED", handling=["H0"]),
+              "Is this person known to you?")
+    await bus.send("Query", q)
+    inbox = await bus.read(bus.topics.inbox("Query", "DE-BKA"), 1)
+    assert inbox[0][1]["envelope"]["message_id"] == q["envelope"]["message_id"]
+    r = reply(envelope("DE-BKA", correlation_id=q["envelope"]["message_id"], case_id="CASE-Q",
+                       tlp="RED"), "NO_HIT", information="Not known.")
+    await bus.send("Reply", r)
+    return q, r
+
+
+async def test_query_and_reply_reach_only_the_parties(kafka_bootstrap: str) -> None:
+    """A TLP:RED query goes to the named agency; its reply goes back to the asker only."""
+    async with running_bus(kafka_bootstrap) as bus:
+        _, r = await _query_and_reply(bus)
+        replies = await bus.read(bus.topics.inbox("Reply", "FR-PN"), 1)
+        assert replies[0][1]["envelope"]["message_id"] == r["envelope"]["message_id"]
+        assert replies[0][1]["outcome"] == "NO_HIT"
+
+
+async def test_reply_from_an_agency_that_never_got_the_query_is_denied(kafka_bootstrap: str) -> None:
+    """Only a recipient of the query may answer it."""
+    async with running_bus(kafka_bootstrap) as bus:
+        q, _ = await _query_and_reply(bus)
+        intruder = reply(envelope("ES-CNP", correlation_id=q["envelope"]["message_id"]), "HIT",
+                         information="We know him.")
+        await bus.send("Reply", intruder)
+        receipts = await bus.read(bus.topics.receipts("ES-CNP"), 1)
+        by = _by_recipient(receipts, intruder["envelope"]["message_id"])
+        assert by["FR-PN"]["kind"] == "DENIED"
+        inbox = await bus.read(bus.topics.inbox("Reply", "FR-PN"), 2, timeout_s=3)
+        assert inbox
+        assert all(r["envelope"]["originator"] == "DE-BKA" for _, r in inbox)
+
+
+async def test_bad_input_is_dead_lettered_while_good_traffic_flows(kafka_bootstrap: str) -> None:
+    """Garbage bytes, an unknown schema id and a spoofed originator go to the dead-letter topic."""
+    async with running_bus(kafka_bootstrap) as bus:
+        good = [alert(envelope("NL-KLPD", to=["DE-BKA"], case_id=f"G{i}")) for i in range(3)]
+        spoofed = alert(envelope("FR-PN", to=["DE-BKA"]))
+        outbox = bus.topics.outbox("Alert", "NL-KLPD")
+        await bus.send("Alert", good[0])
+        await bus.send_raw(outbox, b"not avro at all")
+        await bus.send("Alert", good[1])
+        await bus.send_raw(outbox, b"\x00\x00\x01\x86\x9f" + b"\x02" * 20)  # schema id 99999
+        await bus.send("Alert", spoofed, outbox_of="NL-KLPD")
+        await bus.send("Alert", good[2])
+
+        letters = await bus.read(bus.topics.deadletter, 3)
+        codes = sorted(r["error_code"] for _, r in letters)
+        assert codes == ["BAD_MAGIC_BYTE", "SPOOFED_ORIGINATOR", "UNKNOWN_SCHEMA_ID"]
+        assert {r["source_topic"] for _, r in letters} == {outbox}
+        garbage = next(r for _, r in letters if r["error_code"] == "BAD_MAGIC_BYTE")
+        assert garbage["value"] == b"not avro at all"
+        spoof = next(r for _, r in letters if r["error_code"] == "SPOOFED_ORIGINATOR")
+        assert spoof["claimed_originator"] == "FR-PN"
+        assert spoof["outbox_owner"] == "NL-KLPD"
+
+        inbox = await bus.read(bus.topics.inbox("Alert", "DE-BKA"), 3, settle_s=1.0)
+        assert sorted(r["envelope"]["case_id"] for _, r in inbox) == ["G0", "G1", "G2"]
+        rejected = [r for _, r in await bus.read(bus.topics.receipts("NL-KLPD"), 6)
+                    if r["kind"] == "REJECTED"]
+        assert len(rejected) == 3
