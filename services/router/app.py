@@ -51,6 +51,9 @@ class Router:
         self._registry_client = RegistryClient(settings.registry_url)
         self._consumer: AIOKafkaConsumer | None = None
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        # Next offset to route per owned partition: records below it are already committed, e.g.
+        # a batch fetched before a rebalance and fetched again after the seek to the committed offset.
+        self._next: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self._pipeline: Pipeline | None = None
         self._started = False
@@ -121,12 +124,14 @@ class Router:
                 committed = await self._consumer.committed(tp)
                 if committed is not None:
                     self._consumer.seek(tp, committed)
+                self._next[tp] = committed or 0
             self.metrics.partitions.set(len(self._producers))
             log.info("partitions assigned", count=len(partitions))
 
     async def _revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
             for tp in partitions:
+                self._next.pop(tp, None)
                 producer = self._producers.pop(tp, None)
                 if producer is not None:
                     await producer.stop()
@@ -147,6 +152,11 @@ class Router:
     async def _process(self, tp: TopicPartition, records: list[Any]) -> None:
         assert self._pipeline is not None
         assert self._consumer is not None
+        first_new = self._next.get(tp, 0)
+        if records[0].offset < first_new:
+            records = [r for r in records if r.offset >= first_new]
+            if not records:
+                return
         out = BatchOutcome()
         for rec in records:
             await self._route_one(Source.of(rec), out)
@@ -176,9 +186,11 @@ class Router:
             self._consumer.seek(tp, records[0].offset)
             await asyncio.sleep(0.5)
             return
+        self._next[tp] = records[-1].offset + 1
         self._committed(out, records, time.monotonic() - started)
 
     async def _drop(self, tp: TopicPartition) -> None:
+        self._next.pop(tp, None)
         producer = self._producers.pop(tp, None)
         if producer is not None:
             with contextlib.suppress(KafkaError):

@@ -44,6 +44,8 @@ async def test_sigkill_mid_stream_then_restart_delivers_each_message_once(
             first.kill()
         finally:
             first.stop()
+        at_crash = await _inbox_ids(bus, len(expected), timeout_s=1)
+        assert len(at_crash) < len(expected), "the router finished before it was killed"
         second = start_router_process(bus, tmp_path, "router-2", LIAISON_BATCH_MAX_RECORDS="100")
         try:
             seen = await _inbox_ids(bus, len(expected), timeout_s=180, settle_s=2.0)
