@@ -34,6 +34,12 @@ class SchemaError(LiaisonError, ValueError):
     """A schema is missing, malformed or incompatible."""
 
 
+class RegistryStoreError(LiaisonError):
+    """The schema registry service could not read or write its `_schemas` topic in time."""
+
+    retriable = True
+
+
 class RegistryError(LiaisonError):
     """The schema registry refused a request or could not be reached."""
 

@@ -1,4 +1,8 @@
-"""structlog configured once, in the entry point: JSON off a TTY, readable lines on one."""
+"""structlog configured once, in the entry point: JSON off a TTY, readable lines on one.
+
+Standard-library log records (aiokafka, aiohttp) go through the same renderer, so a service's
+log is one JSON object per line whatever library wrote it.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +13,30 @@ import structlog
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
-    """Route structlog (and stdlib logging from aiokafka) to stderr in one format."""
     use_json = (not sys.stderr.isatty()) if json is None else json
     numeric = logging.getLevelName(level.upper())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, structlog.processors.StackInfoRenderer(),
+                    structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # aiokafka logs through the standard library; keep its warnings, in the same stream.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
-                        format="%(levelname)s %(name)s %(message)s", force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Libraries' own chatter (retries, reconnects) only from WARNING up.
+    root.setLevel(max(numeric, logging.WARNING))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liaison.core.settings import KafkaSettings
+from liaison.errors import LocalBrokerError
 from liaison.local import paths
-from liaison.local.broker import BrokerConfig, LocalBroker
-from liaison.local.process import read_pid, start_detached, stop_pid
+from liaison.local.broker import BrokerConfig, LocalBroker, tail
+from liaison.local.process import is_alive, read_pid, start_detached, stop_pid
+from liaison.provision import provision
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,7 @@ class ServiceSpec:
     metrics_port: int
     address: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    ready_url: str = ""
 
     def pid_file(self, run: Path) -> Path:
         return run / f"{self.name}.pid"
@@ -30,7 +37,12 @@ class ServiceSpec:
 
 
 # The order is the start order; stop runs in reverse.
-SERVICES: tuple[ServiceSpec, ...] = ()
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("registry", "services.registry", metrics_port=9181, address="http://127.0.0.1:8081",
+                env={"LIAISON_REGISTRY_PORT": "8081"}, ready_url="http://127.0.0.1:8081/subjects"),
+    ServiceSpec("router", "services.router", metrics_port=9182,
+                ready_url="http://127.0.0.1:9182/metrics"),
+)
 
 
 @dataclass(frozen=True)
@@ -61,15 +73,34 @@ class LocalStack:
     def service_pid(self, spec: ServiceSpec) -> int | None:
         return read_pid(spec.pid_file(self.run), must_contain=spec.module)
 
-    def up(self) -> list[Status]:
+    def up(self, *, timeout_s: float = 60.0) -> list[Status]:
+        """Start what is not running: broker, topics and directory, then each service in order."""
         self.broker.start()
+        settings = KafkaSettings(bootstrap_servers=self.broker.config.bootstrap)
+        asyncio.run(provision(settings))
         for spec in SERVICES:
             if self.service_pid(spec) is None:
-                start_detached(
+                pid = start_detached(
                     [sys.executable, "-m", spec.module], log_file=spec.log_file(self.run),
                     pid_file=spec.pid_file(self.run), env=self._env(spec), cwd=paths.REPO_ROOT,
                 )
+                self._wait_ready(spec, pid, timeout_s)
         return self.status()
+
+    def _wait_ready(self, spec: ServiceSpec, pid: int, timeout_s: float) -> None:
+        """Each service waits for the one before it (the router needs the registry)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not is_alive(pid):
+                raise LocalBrokerError(f"{spec.name} exited during start-up; last lines of "
+                                       f"{spec.log_file(self.run)}:\n{tail(spec.log_file(self.run))}")
+            try:
+                with urllib.request.urlopen(spec.ready_url, timeout=2):  # noqa: S310  # our own loopback URL
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise LocalBrokerError(f"{spec.name} did not become ready within {timeout_s:.0f} s; see "
+                               f"{spec.log_file(self.run)}")
 
     def down(self) -> list[str]:
         stopped = []

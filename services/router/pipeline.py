@@ -112,11 +112,11 @@ class Pipeline:
         }
         out.outputs.append(Output(self.topics.deadletter, src.key, self.codec.encode("DeadLetter", letter)))
         out.dead_letters.append(code)
-        if owner_code is not None:  # tell the sender its record was refused, without echoing it
-            receipt = self._receipt(owner_code, "REJECTED", about=None, message_type=owner[0],
+        if owner is not None:  # tell the sender its record was refused, without echoing it
+            receipt = self._receipt(owner[1], "REJECTED", about=None, message_type=owner[0],
                                     recipient=None, reason_code=code, reason=error,
                                     about_id=None, case_id=None)
-            out.outputs.append(Output(self.topics.receipts(owner_code), None, receipt))
+            out.outputs.append(Output(self.topics.receipts(owner[1]), None, receipt))
 
     def route(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome) -> None:
         env = record["envelope"]

@@ -1,0 +1,278 @@
+"""What the policy engine takes and gives: its settings, its decisions, and the state it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+
+import yaml
+
+from liaison.directory import check_agency_code
+from liaison.errors import ConfigError
+
+if TYPE_CHECKING:
+    from liaison.directory import Directory
+    from liaison.policy.engine import PolicyEngine
+
+Outcome = Literal["DELIVER", "DENY", "HOLD"]
+Verdict = Literal["PASS", "DELIVER", "DENY", "HOLD", "REJECT"]
+Reach = Literal["named", "groups"]
+
+
+# -- results --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to one message for one recipient."""
+
+    recipient: str  # an agency code; `group:<NAME>` for a decision about an addressed group
+    outcome: Outcome
+    reason_code: str | None  # None for a plain DELIVER
+    reason: str | None
+    rule: str  # the deciding rule's name, for `liaison policy explain`
+    redactions: tuple[str, ...] = ()  # field paths removed before delivery, e.g. subject.biometrics
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A problem with the whole message: it goes to the dead-letter topic and nobody receives it."""
+
+    code: str
+    reason: str
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingResult:
+    """Every decision about one message."""
+
+    decisions: tuple[Decision, ...]  # one per expanded recipient, denied ones included, sorted
+    rejection: Rejection | None = None
+    notify_hub: tuple[str, ...] = ()  # hubs to tell: held alerts, FLAG and HIT replies to alerts
+
+    @property
+    def delivered(self) -> tuple[str, ...]:
+        return tuple(d.recipient for d in self.decisions if d.outcome == "DELIVER")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One rule's verdict on one message or recipient, as `liaison policy explain` shows it."""
+
+    rule: str
+    verdict: Verdict
+    reason_code: str | None = None
+    reason: str | None = None
+    redactions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientExplanation:
+    """How one recipient was reached, every rule consulted for it, and the decision."""
+
+    recipient: str
+    via: str  # named, group:<NAME>, broadcast, review, asker, addressing
+    checks: tuple[Check, ...]
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """The full reasoning behind a RoutingResult."""
+
+    message_type: str
+    message_checks: tuple[Check, ...]
+    recipients: tuple[RecipientExplanation, ...]
+    result: RoutingResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form, for `liaison policy explain --json`."""
+        def check(c: Check) -> dict[str, Any]:
+            return {"rule": c.rule, "verdict": c.verdict, "reason_code": c.reason_code, "reason": c.reason,
+                    "redactions": list(c.redactions)}
+        rejection = self.result.rejection
+        return {
+            "message_type": self.message_type,
+            "message_checks": [check(c) for c in self.message_checks],
+            "rejection": None if rejection is None else {"code": rejection.code, "reason": rejection.reason},
+            "recipients": [{"recipient": r.recipient, "via": r.via, "outcome": r.decision.outcome,
+                            "reason_code": r.decision.reason_code, "rule": r.decision.rule,
+                            "redactions": list(r.decision.redactions),
+                            "checks": [check(c) for c in r.checks]} for r in self.recipients],
+            "notify_hub": list(self.result.notify_hub),
+        }
+
+
+# -- state ----------------------------------------------------------------------------------------
+class RoutingState(Protocol):
+    """What the router remembers from compacted topics; the engine only reads it."""
+
+    def delivered_to(self, message_id: str) -> frozenset[str] | None: ...
+    def originator_of(self, message_id: str) -> str | None: ...
+    def handling_of(self, message_id: str) -> tuple[str, frozenset[str]] | None: ...
+    def has_consent(self, message_id: str, requester: str) -> bool: ...
+    def query_kind_of(self, message_id: str) -> str | None: ...
+
+
+@dataclass
+class MemoryState:
+    """A RoutingState in dicts, for tests and `liaison policy explain`."""
+
+    originators: dict[str, str] = field(default_factory=dict)
+    handling: dict[str, frozenset[str]] = field(default_factory=dict)
+    delivered: dict[str, frozenset[str]] = field(default_factory=dict)
+    query_kinds: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
+    consents: set[tuple[str, str]] = field(default_factory=set)
+
+    def add_message(self, message_id: str, originator: str, *, handling: Iterable[str] = (),
+                    delivered_to: Iterable[str] = (), query_kind: str | None = None,
+                    derived_from: str | None = None) -> None:
+        """Remember a routed message."""
+        self.originators[message_id] = originator
+        self.handling[message_id] = frozenset(handling)
+        self.delivered[message_id] = frozenset(delivered_to)
+        if query_kind is not None:
+            self.query_kinds[message_id] = query_kind
+        if derived_from is not None:
+            self.derived[message_id] = derived_from
+
+    def add_consent(self, message_id: str, requester: str) -> None:
+        """The provider of `message_id` lets `requester` pass it on."""
+        self.consents.add((message_id, requester))
+
+    def observe(self, message_type: str, record: Mapping[str, Any], result: RoutingResult) -> None:
+        """Remember a routed message as the router would, consents given by GRANTED replies included."""
+        if result.rejection is not None:
+            return
+        env = record["envelope"]
+        self.add_message(env["message_id"], env["originator"], handling=env.get("handling_codes") or (),
+                         delivered_to=result.delivered,
+                         query_kind=record.get("kind") if message_type == "Query" else None,
+                         derived_from=env.get("derived_from"))
+        asked = env.get("correlation_id")
+        if (message_type == "Reply" and record.get("outcome") == "GRANTED" and result.delivered
+                and asked is not None and self.query_kinds.get(asked) == "CONSENT"
+                and asked in self.derived):
+            self.add_consent(self.derived[asked], self.originators[asked])
+
+    # -- RoutingState ---------------------------------------------------------------------------
+    def delivered_to(self, message_id: str) -> frozenset[str] | None:
+        return self.delivered.get(message_id)
+
+    def originator_of(self, message_id: str) -> str | None:
+        return self.originators.get(message_id)
+
+    def handling_of(self, message_id: str) -> tuple[str, frozenset[str]] | None:
+        originator = self.originators.get(message_id)
+        return None if originator is None else (originator, self.handling.get(message_id, frozenset()))
+
+    def has_consent(self, message_id: str, requester: str) -> bool:
+        return (message_id, requester) in self.consents
+
+    def query_kind_of(self, message_id: str) -> str | None:
+        return self.query_kinds.get(message_id)
+
+
+# -- settings -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """The choices DOMAIN.md leaves open, as `deploy/policy.yaml` makes them."""
+
+    hubs: frozenset[str] = frozenset()  # hubs besides the directory's hub flags
+    notice_review: bool = True  # NOTICE from a non-hub is held until a hub reviews it
+    neutrality_review: bool = True  # alerts with a sensitivity tag are held (Article 3)
+    amber_strict_reach: Reach = "groups"  # named: only agencies named directly
+    amber_reach: Reach = "groups"
+    biometrics: Literal["redact", "deny"] = "redact"  # without clearance and agreement
+    unknown_source: Literal["allow", "deny"] = "allow"  # derived_from names a message never routed
+    audit_retention_days: int | None = None  # None: keep the audit trail forever
+
+    @property
+    def audit_retention_ms(self) -> int:
+        """For the audit topic's retention.ms (-1: forever)."""
+        return -1 if self.audit_retention_days is None else self.audit_retention_days * 86_400_000
+
+    def compile(self, directory: Directory) -> PolicyEngine:
+        """The engine for this policy over one directory snapshot."""
+        from liaison.policy.engine import PolicyEngine  # noqa: PLC0415  # the engine imports this module
+
+        return PolicyEngine(self, directory)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None, *, source: str = "policy") -> PolicyConfig:
+        """Check a parsed policy file; errors name `source` and the bad setting."""
+        try:
+            return cls._parse(raw or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> PolicyConfig:
+        top = _section(raw, "top level", {"version", "hubs", "review", "tlp", "biometrics", "onward_sharing",
+                                          "audit"})
+        if top.get("version", 1) != 1:
+            raise ConfigError(f"version {top['version']!r} is not supported (1)")
+        hubs = top.get("hubs") or []
+        if not isinstance(hubs, list):
+            raise ConfigError("hubs must be a list of agency codes")
+        review = _section(top.get("review"), "review", {"notices", "neutrality"})
+        tlp = _section(top.get("tlp"), "tlp", {"amber_strict", "amber"})
+        bio = _section(top.get("biometrics"), "biometrics", {"on_missing"})
+        onward = _section(top.get("onward_sharing"), "onward_sharing", {"unknown_source"})
+        days = _section(top.get("audit"), "audit", {"retention_days"}).get("retention_days")
+        if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
+            raise ConfigError("audit.retention_days must be a positive number of days or null")
+        return cls(
+            hubs=frozenset(check_agency_code(h, "hubs") for h in hubs),
+            notice_review=_choice(review, "notices", (True, False), True, "review"),
+            neutrality_review=_choice(review, "neutrality", (True, False), True, "review"),
+            amber_strict_reach=_choice(tlp, "amber_strict", ("named", "groups"), "groups", "tlp"),
+            amber_reach=_choice(tlp, "amber", ("named", "groups"), "groups", "tlp"),
+            biometrics=_choice(bio, "on_missing", ("redact", "deny"), "redact", "biometrics"),
+            unknown_source=_choice(onward, "unknown_source", ("allow", "deny"), "allow", "onward_sharing"),
+            audit_retention_days=days,
+        )
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str = "policy") -> PolicyConfig:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: must be a mapping of settings")
+        return cls.from_mapping(raw, source=source)
+
+
+def load_policy(path: str | Path) -> PolicyConfig:
+    """Read and check a policy file (`deploy/policy.yaml`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from None
+    return PolicyConfig.from_yaml(text, source=str(path))
+
+
+def _section(raw: object, where: str, allowed: set[str]) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    extra = sorted(map(str, set(raw) - allowed))
+    if extra:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(extra)} "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+    return raw
+
+
+def _choice(raw: Mapping[str, Any], key: str, choices: tuple[Any, ...], default: Any, where: str) -> Any:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if value not in choices or type(value) is not type(choices[0]):
+        shown = " or ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise ConfigError(f"{where}.{key} must be {shown}, not {value!r}")
+    return cast(Any, value)
