@@ -1,0 +1,115 @@
+"""The registry service: the schema store, the REST API on top of it, and its metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from typing import Any, Self
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from liaison.core.metrics import MetricsServer
+from liaison.core.runner import ShutdownSignal
+from liaison.errors import ConfigError
+from services.registry.api import RegistryMetrics, create_app
+from services.registry.settings import RegistrySettings
+from services.registry.store import SchemaStore
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0  # in-flight requests get this long to finish on stop
+
+
+class RegistryServer:
+    """The store and the HTTP server as one resource; port 0 picks a free port, known after start()."""
+
+    def __init__(self, settings: RegistrySettings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = RegistryMetrics(registry if registry is not None else CollectorRegistry())
+        self.store = SchemaStore(settings, on_bad_record=self.metrics.bad_records.inc)
+        self.metrics.schemas.set_function(lambda: self.store.state.schema_count)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("registry server not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.registry_host}:{self.port}"
+
+    async def start(self) -> None:
+        """Read the schemas topic to its end, then listen; safe to call twice."""
+        if self._runner is not None:
+            return
+        await self.store.start()
+        runner = web.AppRunner(create_app(self.store, self.metrics), access_log=None,
+                               shutdown_timeout=SHUTDOWN_GRACE_S)
+        host, port = self.settings.registry_host, self.settings.registry_port
+        try:
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            await self.store.stop()
+            raise ConfigError(
+                f"schema registry cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except BaseException:
+            await runner.cleanup()
+            await self.store.stop()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        log.info("registry listening", url=self.url, topic=self.settings.registry_topic)
+
+    async def stop(self) -> None:
+        """Stop listening (letting requests in flight finish), then stop the store; safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self._port = None
+        await self.store.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+async def run(settings: RegistrySettings, shutdown: ShutdownSignal) -> None:
+    """Serve until SIGINT/SIGTERM; a store that stops following its topic ends the service with the fault."""
+    registry = CollectorRegistry()
+    async with AsyncExitStack() as stack:
+        metrics = await stack.enter_async_context(
+            MetricsServer(registry, host=settings.metrics_host, port=settings.metrics_port))
+        server = RegistryServer(settings, registry=registry)
+        stack.push_async_callback(server.stop)
+        if not await _unless_shutdown(server.start(), shutdown):
+            return
+        log.info("registry serving", url=server.url, metrics=metrics.url)
+        await _unless_shutdown(server.store.watch(), shutdown)
+    # Leaving the stack stopped the HTTP server, then the store, then the metrics endpoint.
+
+
+async def _unless_shutdown(work: Coroutine[Any, Any, None], shutdown: ShutdownSignal) -> bool:
+    """Run `work` until it ends (True; its fault propagates) or shutdown is requested first (False)."""
+    task = asyncio.create_task(work)
+    stop = asyncio.create_task(shutdown.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        finished = task.done()
+        task.cancel()
+        stop.cancel()
+        await asyncio.gather(task, stop, return_exceptions=True)
+    if finished:
+        task.result()  # raises the fault that ended it
+    return finished
