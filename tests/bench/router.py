@@ -1,0 +1,238 @@
+"""`make bench`: the router against a bare aiokafka consume -> produce pipe, in one run, one broker.
+
+Throughput: the same pre-encoded messages go through (a) a bare pipe that forwards each record's
+bytes and (b) the router as its own process; figures are reported as ratios to the pipe. Latency:
+publish -> committed in the inbox (read_committed) at a fixed offered load. Results go to a table
+and to `.run/bench/router.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from liaison.local.broker import BrokerConfig, LocalBroker, free_port
+from liaison.local.paths import run_dir
+from liaison.sdk import alert, envelope
+from tests.bus_harness import Bus, running_bus
+from tests.services_harness import ServiceProcess, start_router_process
+
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))
+RATE = int(os.environ.get("BENCH_RATE", "1000"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "10"))
+SENDERS = ("FR-PN", "NL-KLPD", "ES-CNP", "PL-KGP")
+RECIPIENT = "DE-BKA"
+
+
+def _messages(bus: Bus, count: int, tag: str) -> list[tuple[str, bytes, bytes]]:
+    out = []
+    for i in range(count):
+        sender = SENDERS[i % len(SENDERS)]
+        msg = alert(envelope(sender, to=[RECIPIENT], case_id=f"{tag}-{i}", tlp="AMBER",
+                             handling=["H0"]), kind="DIFFUSION", colour="BLUE")
+        out.append((bus.topics.outbox("Alert", sender), f"{tag}-{i}".encode(),
+                    bus.codec.encode("Alert", msg)))
+    return out
+
+
+async def _publish(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for topic, key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def bare_pipe(bus: Bus, count: int) -> float:
+    """Messages per second of consume -> produce of the same bytes, offsets committed per batch."""
+    bootstrap = bus.settings.bootstrap_servers
+    sink = bus.topics.inbox("Alert", "EU-EUROPOL")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=f"{bus.settings.topic_prefix}pipe",
+        enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+        max_poll_records=1000)
+    consumer.subscribe(pattern=bus.topics.outbox_pattern)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, enable_idempotence=True,
+                                max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    try:
+        done, started = 0, None
+        while done < count:
+            batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+            if not batches:
+                continue
+            started = started or time.perf_counter()
+            futures = []
+            for records in batches.values():
+                futures += [await producer.send(sink, r.value, key=r.key) for r in records]
+                done += len(records)
+            await asyncio.gather(*futures)
+            await consumer.commit()
+        assert started is not None
+        return count / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310  # loopback
+        text = resp.read().decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _wait_metric(port: int, name: str, target: float, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = await asyncio.to_thread(_metric, port, name)
+        except OSError:
+            value = 0.0
+        if value >= target:
+            return time.perf_counter()
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{name} did not reach {target} within {timeout_s} s")
+
+
+async def router_throughput(bus: Bus, workdir: Path, count: int, routers: int = 1) -> tuple[float, float]:
+    """Messages per second through `routers` router processes, and the first one's peak RSS."""
+    ports = [free_port() for _ in range(routers)]
+    procs: list[ServiceProcess] = []
+    try:
+        for i, port in enumerate(ports):
+            procs.append(start_router_process(bus, workdir, f"bench-router-{routers}-{i}",
+                                              LIAISON_METRICS_PORT=str(port)))
+        started = min([await _wait_metric(p, "liaison_router_records_total", 1, 120) for p in ports])
+        deadline = time.monotonic() + 600
+        while True:
+            total = sum([await asyncio.to_thread(_metric, p, "liaison_router_records_total")
+                         for p in ports])
+            if total >= count:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"routers handled {total} of {count} messages")
+            await asyncio.sleep(0.05)
+        rate = count / (time.perf_counter() - started)
+        return rate, _rss_peak_mb(procs[0].pid)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+async def latency(bus: Bus, workdir: Path) -> tuple[float, float, int]:
+    """p50 and p99 ms from publish to committed in the inbox, at RATE msg/s."""
+    count = int(RATE * LATENCY_SECONDS)
+    messages = _messages(bus, count, "lat")
+    inbox = bus.topics.inbox("Alert", RECIPIENT)
+    consumer = AIOKafkaConsumer(inbox, bootstrap_servers=bus.settings.bootstrap_servers,
+                                group_id=None, isolation_level="read_committed",
+                                auto_offset_reset="latest", enable_auto_commit=False)
+    await consumer.start()
+    await consumer.seek_to_end()
+    port = free_port()
+    router = start_router_process(bus, workdir, "bench-router-latency", LIAISON_METRICS_PORT=str(port),
+                                  LIAISON_BATCH_TIMEOUT_MS="5")
+    producer = AIOKafkaProducer(bootstrap_servers=bus.settings.bootstrap_servers, linger_ms=0,
+                                enable_idempotence=True)
+    await producer.start()
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    try:
+        await _wait_metric(port, "liaison_router_assigned_partitions", 1, 120)
+        await asyncio.sleep(1.0)  # let the group settle before timing
+        receiver = asyncio.create_task(_receive(consumer, sent, latencies, count))
+        start = time.perf_counter()
+        for i, (topic, key, value) in enumerate(messages):
+            delay = start + i / RATE - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[key] = time.perf_counter()
+            await producer.send(topic, value, key=key)
+        await asyncio.wait_for(receiver, 60)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        router.stop()
+    latencies.sort()
+    return (statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], len(latencies))
+
+
+async def _receive(consumer: AIOKafkaConsumer, sent: dict[bytes, float], out: list[float],
+                   count: int) -> None:
+    while len(out) < count:
+        batches = await consumer.getmany(timeout_ms=100)
+        now = time.perf_counter()
+        for records in batches.values():
+            out += [(now - sent[r.key]) * 1000 for r in records if r.key in sent]
+
+
+async def measure(bootstrap: str, workdir: Path) -> dict[str, Any]:
+    async with running_bus(bootstrap, router=False, partitions=2) as bus:
+        await _publish(bootstrap, _messages(bus, MESSAGES, "thr"))
+        pipe = await bare_pipe(bus, MESSAGES)
+        one, rss = await router_throughput(bus, workdir, MESSAGES)
+    async with running_bus(bootstrap, router=False, partitions=2) as bus:
+        await _publish(bootstrap, _messages(bus, MESSAGES, "two"))
+        two, _ = await router_throughput(bus, workdir, MESSAGES, routers=2)
+    async with running_bus(bootstrap, router=False) as bus:
+        p50, p99, received = await latency(bus, workdir)
+    return {
+        "messages": MESSAGES, "pipe_msgs_per_s": round(pipe), "router_msgs_per_s": round(one),
+        "ratio_vs_pipe": round(one / pipe, 3), "two_routers_msgs_per_s": round(two),
+        "scale_out_ratio": round(two / one, 3), "offered_rate_msgs_per_s": RATE,
+        "latency_samples": received, "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
+        "peak_rss_mb": round(rss, 1),
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    out = run_dir() / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "router.json").write_text(json.dumps(result, indent=2) + "\n")
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key.ljust(width)}  {value}")
+    print(f"\nwritten to {out / 'router.json'}")
+
+
+def main() -> None:
+    """A broker of its own, so that nothing else on the machine shares it during the run."""
+    with tempfile.TemporaryDirectory(prefix="liaison-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = LocalBroker(BrokerConfig(home=workdir / "kafka", port=free_port(),
+                                          controller_port=free_port(), heap_mb=1024))
+        broker.start(timeout_s=90)
+        try:
+            result = asyncio.run(measure(broker.config.bootstrap, workdir))
+        except (TimeoutError, OSError) as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        finally:
+            broker.stop()
+    report(result)
+
+
+if __name__ == "__main__":
+    main()
