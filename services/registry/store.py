@@ -10,6 +10,7 @@ avoids it by electing one leader that does all the writes).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Self
@@ -174,15 +175,25 @@ class SchemaStore:
             if partitions > 1:
                 raise ConfigError(f"topic {self.topic} has {partitions} partitions; "
                                   "the schema registry needs exactly one")
-            resource = ConfigResource(ConfigResourceType.TOPIC, self.topic, {"cleanup.policy": None})
-            answer = (await admin.describe_configs([resource]))[0].to_object()
-            entries = answer["resources"][0]["config_entries"]
-            policy = next((e["config_value"] for e in entries if e["config_names"] == "cleanup.policy"), None)
+            policy = await self._cleanup_policy(admin)
             if policy != "compact":
                 raise ConfigError(f"topic {self.topic} has cleanup.policy={policy}; the schema registry "
                                   "needs cleanup.policy=compact or schemas would expire")
         finally:
             await admin.close()
+
+    async def _cleanup_policy(self, admin: AIOKafkaAdminClient) -> str | None:
+        """The topic's cleanup.policy; a topic created a moment ago may not be described yet."""
+        resource = ConfigResource(ConfigResourceType.TOPIC, self.topic, {"cleanup.policy": None})
+        deadline = time.monotonic() + 10
+        while True:
+            answer = (await admin.describe_configs([resource]))[0].to_object()
+            found = answer["resources"][0]
+            policy = next((e["config_value"] for e in found["config_entries"]
+                           if e["config_names"] == "cleanup.policy"), None)
+            if (found["error_code"] == 0 and policy is not None) or time.monotonic() > deadline:
+                return policy
+            await asyncio.sleep(0.2)
 
     # -- following the topic ---------------------------------------------------------------
 
