@@ -28,7 +28,7 @@ def records(schema: Any) -> st.SearchStrategy[Any]:
     return _strategy(schema, {}, None)
 
 
-def _strategy(node: Any, named: dict[str, Any], ns: str | None) -> st.SearchStrategy[Any]:
+def _strategy(node: Any, named: dict[str, Any], ns: str | None) -> st.SearchStrategy[Any]:  # noqa: PLR0911  # one return per Avro type
     if isinstance(node, str):
         if node in _PRIMITIVES:
             return _PRIMITIVES[node]

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import CollectorRegistry
 
+from liaison.batching import BatchSender
 from liaison.codec import UnknownSchemaId
 from liaison.contract import learn_unknown, ready_codec
 from liaison.core.metrics import MetricsServer
@@ -51,6 +52,11 @@ class Router:
         self._registry_client = RegistryClient(settings.registry_url)
         self._consumer: AIOKafkaConsumer | None = None
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._senders: dict[TopicPartition, BatchSender] = {}
+        self._inflight: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._fatal: Exception | None = None
+        self._pending: dict[TopicPartition, list[Any]] = {}
+        self._settled = asyncio.Event()  # set once every assigned partition has its producer
         # Next offset to route per owned partition: records below it are already committed, e.g.
         # a batch fetched before a rebalance and fetched again after the seek to the committed offset.
         self._next: dict[TopicPartition, int] = {}
@@ -103,12 +109,14 @@ class Router:
             for producer in self._producers.values():
                 await producer.stop()
             self._producers.clear()
+            self._senders.clear()
         await self.state.stop()
         await self.directory.stop()
         await self._registry_client.close()
 
     # -- partitions -----------------------------------------------------------------------------
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        self._settled.clear()
         async with self._lock:
             for tp in sorted(partitions):
                 if tp in self._producers:
@@ -116,10 +124,11 @@ class Router:
                 producer = AIOKafkaProducer(
                     **self.settings.kafka_kwargs(), enable_idempotence=True, acks="all",
                     transactional_id=f"{self.settings.transactional_prefix}.{tp.topic}.{tp.partition}",
-                    linger_ms=5, max_batch_size=256 * 1024,
+                    linger_ms=5, max_batch_size=256 * 1024, retry_backoff_ms=10,
                 )
                 await producer.start()  # InitProducerId: fences and aborts a previous owner
                 self._producers[tp] = producer
+                self._senders[tp] = BatchSender(producer)
                 assert self._consumer is not None
                 committed = await self._consumer.committed(tp)
                 if committed is not None:
@@ -127,11 +136,18 @@ class Router:
                 self._next[tp] = committed or 0
             self.metrics.partitions.set(len(self._producers))
             log.info("partitions assigned", count=len(partitions))
+        self._settled.set()
 
     async def _revoked(self, partitions: set[TopicPartition]) -> None:
+        self._settled.clear()
         async with self._lock:
             for tp in partitions:
+                task = self._inflight.get(tp)
+                if task is not None:  # let its transaction finish before giving the partition up
+                    await asyncio.wait([task])
                 self._next.pop(tp, None)
+                self._pending.pop(tp, None)
+                self._senders.pop(tp, None)
                 producer = self._producers.pop(tp, None)
                 if producer is not None:
                     await producer.stop()
@@ -139,15 +155,46 @@ class Router:
 
     # -- the loop -------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownSignal) -> None:
-        assert self._consumer is not None
-        while not shutdown.is_set:
-            batches = await self._consumer.getmany(timeout_ms=self.settings.batch_timeout_ms,
-                                                   max_records=self.settings.batch_max_records)
-            if not batches:
-                continue
-            async with self._lock:
-                await asyncio.gather(*(self._process(tp, recs) for tp, recs in batches.items()
-                                       if tp in self._producers))
+        """Fetch, and hand each partition's batch to its own task, so that one partition's
+        transaction commit never holds up the others. A busy partition is paused until its
+        batch is committed; records stay in order within a partition."""
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            while not shutdown.is_set:
+                if self._fatal is not None:
+                    raise self._fatal
+                batches = await consumer.getmany(timeout_ms=self.settings.batch_timeout_ms,
+                                                 max_records=self.settings.batch_max_records)
+                while batches and not self._settled.is_set() and not shutdown.is_set:
+                    # A rebalance is under way: wait until every partition is fenced and positioned.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._settled.wait(), 1.0)
+                owned = consumer.assignment()
+                for tp, records in batches.items():
+                    if tp not in self._producers or tp not in owned:
+                        continue  # revoked meanwhile; the new owner reads from the committed offset
+                    if tp in self._inflight:  # fetched before the pause took effect: queue behind it
+                        self._pending.setdefault(tp, []).extend(records)
+                        continue
+                    consumer.pause(tp)
+                    self._inflight[tp] = asyncio.create_task(self._run_batch(tp, records))
+        finally:
+            if self._inflight:
+                await asyncio.wait(list(self._inflight.values()))
+
+    async def _run_batch(self, tp: TopicPartition, records: list[Any]) -> None:
+        try:
+            while records:
+                await self._process(tp, records)
+                records = self._pending.pop(tp, [])
+        except Exception as exc:
+            log.exception("routing failed; the router stops", topic=tp.topic, partition=tp.partition)
+            self._fatal = exc
+        finally:
+            self._inflight.pop(tp, None)
+            if tp in self._producers and self._consumer is not None:
+                self._consumer.resume(tp)
 
     async def _process(self, tp: TopicPartition, records: list[Any]) -> None:
         assert self._pipeline is not None
@@ -164,11 +211,11 @@ class Router:
         started = time.monotonic()
         try:
             async with producer.transaction():
-                futures = [await producer.send(o.topic, o.value, key=o.key) for o in out.outputs]
                 names = self.settings.topics
+                outgoing = [(o.topic, o.key, o.value) for o in out.outputs]
                 for topic, updates in ((names.routed, out.routed), (names.consents, out.consents)):
-                    futures += [await producer.send(topic, json_bytes(v), key=k.encode())
-                                for k, v in updates.items()]
+                    outgoing += [(topic, k.encode(), json_bytes(v)) for k, v in updates.items()]
+                futures = await self._senders[tp].send(outgoing)
                 await producer.send_offsets_to_transaction(
                     {tp: records[-1].offset + 1}, self.settings.group_id)
             await asyncio.gather(*futures)
@@ -183,6 +230,7 @@ class Router:
 
                       topic=tp.topic, partition=tp.partition)
             self.metrics.commits.labels("aborted").inc()
+            self._pending.pop(tp, None)  # read again from the batch's first offset
             self._consumer.seek(tp, records[0].offset)
             await asyncio.sleep(0.5)
             return
@@ -191,6 +239,7 @@ class Router:
 
     async def _drop(self, tp: TopicPartition) -> None:
         self._next.pop(tp, None)
+        self._senders.pop(tp, None)
         producer = self._producers.pop(tp, None)
         if producer is not None:
             with contextlib.suppress(KafkaError):
