@@ -89,6 +89,7 @@ class Router:
             **self.settings.kafka_kwargs(), group_id=self.settings.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             metadata_max_age_ms=self.settings.metadata_max_age_ms,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(1000, self.settings.session_timeout_ms // 5),
             max_poll_records=self.settings.batch_max_records,
