@@ -29,7 +29,7 @@ class BatchSender:
     async def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
         if count is None:
-            await self.producer.client._wait_on_metadata(topic)  # noqa: SLF001  # as send() does
+            await self.producer.client._wait_on_metadata(topic)  # private, as send() itself does
             count = len(self.producer.client.cluster.partitions_for_topic(topic) or ()) or 1
             self._partitions[topic] = count
         return count

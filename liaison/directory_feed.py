@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from liaison.core.settings import KafkaSettings
 from liaison.directory import Directory
+from liaison.errors import ConfigError
 from liaison.table import CompactedTable, json_bytes
 
 log = structlog.get_logger(__name__)
@@ -53,7 +54,12 @@ class DirectoryFeed:
         self.table = CompactedTable(settings, settings.topics.directory, on_change=self._rebuild)
 
     def _rebuild(self, changes: dict[str, Any]) -> None:
-        self.current = Directory.from_entries(self.table.items)
+        try:
+            self.current = Directory.from_entries(self.table.items)
+        except ConfigError as exc:  # one bad entry must not stop the bus: keep the last good view
+            log.error("directory entry refused; keeping the previous directory",  # noqa: TRY400  # named fault
+                      error=str(exc), changed=sorted(changes))
+            return
         log.info("directory updated", changed=sorted(changes), agencies=len(self.current.agencies))
 
     async def start(self, *, publish_file: Path | None = None) -> None:

@@ -128,17 +128,13 @@ def _print_status(out: Out, rows: list) -> None:  # type: ignore[type-arg]  # li
 
 @app.command()
 def demo() -> None:
-    """Start the stack and play the multi-agency scenario (see the README).
+    """Start the stack and play the multi-agency scenario, then print what happened.
 
     Example: liaison demo
     """
-    from liaison.local.stack import LocalStack  # noqa: PLC0415
+    from liaison.demo import run_demo  # noqa: PLC0415
 
-    out = Out()
-    out.progress("starting the local broker")
-    rows = LocalStack().up()
-    _print_status(out, rows)
-    typer.echo("The broker is up. Try `liaison status`, and `liaison down` to stop.")
+    run_demo(Out())
 
 
 def main() -> None:

@@ -69,9 +69,10 @@ class Router:
         if self._started:
             return
         self._started = True
-        await ensure_topics(self.settings, self.settings.topics.bus_topics())
-        codec = await ready_codec(self._registry_client)
         policy = load_policy(self.settings.policy_file)
+        await ensure_topics(self.settings, self.settings.topics.bus_topics(
+            audit_retention_ms=policy.audit_retention_ms))
+        codec = await ready_codec(self._registry_client)
         await self.directory.start(publish_file=self.settings.directory_file)
         engine_cache: dict[int, Any] = {}
 

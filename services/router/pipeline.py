@@ -191,6 +191,8 @@ class Pipeline:
         requester = self.state.originator_of(query_id)
         if shared is None or requester is None:
             return
+        if self.state.originator_of(shared) != reply["envelope"]["originator"]:
+            return  # only the provider of the H2 information can consent to passing it on
         out.consents[consent_key(shared, requester)] = {
             "provider": reply["envelope"]["originator"], "granted_at": self.now_ms(),
             "reply_id": reply["envelope"]["message_id"], "query_id": query_id,

@@ -1,0 +1,245 @@
+"""`make demo`: a realistic multi-agency scenario on a local bus, then what happened, in plain words.
+
+Every rule of the sharing policy is shown at work: hub review of a Red Notice with a restricted
+country, a TLP:RED bilateral exchange, an urgent query with its legal deadline, biometric data to
+partners without an agreement, a FLAG on an alert, a neutrality hold, and bad input dead-lettered
+while traffic flows. The bus is left running for the user to explore with the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from liaison.cli.output import Out
+from liaison.codec import Codec
+from liaison.contract import ready_codec
+from liaison.core.settings import KafkaSettings, load
+from liaison.errors import LiaisonError
+from liaison.registry_client import RegistryClient
+from liaison.sdk import alert, envelope, query, reply
+from liaison.sdk.builders import subject
+
+WAIT_S = 30.0
+
+
+@dataclass
+class Step:
+    title: str
+    message_type: str
+    record: dict[str, Any]
+    outbox_of: str | None = None
+
+    @property
+    def message_id(self) -> str:
+        return str(self.record["envelope"]["message_id"])
+
+
+@dataclass
+class Observer:
+    """Follows `bus.audit` and `bus.deadletter` and indexes what the bus decided."""
+
+    settings: KafkaSettings
+    codec: Codec
+    decisions: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def follow(self, since_ms: int) -> None:
+        names = self.settings.topics
+        consumer = AIOKafkaConsumer(
+            names.audit, names.deadletter, **self.settings.kafka_kwargs(), group_id=None,
+            isolation_level="read_committed", auto_offset_reset="latest", fetch_max_wait_ms=50)
+        await consumer.start()
+        try:
+            await consumer.seek_to_end()  # only what this run causes
+            while True:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for rec in records:
+                        name, value = self.codec.decode(rec.value)
+                        if name == "AuditRecord":
+                            self.decisions[value["message_id"]].append(value)
+                        elif value["failed_at"] >= since_ms:
+                            self.dead_letters.append(value)
+                        self._changed.set()
+        finally:
+            await consumer.stop()
+
+    async def decided(self, message_id: str, *, count: int = 1) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + WAIT_S
+        while len(self.decisions.get(message_id, [])) < count:
+            if time.monotonic() > deadline:
+                raise LiaisonError(f"the bus did not decide on message {message_id} within {WAIT_S:.0f} s;"
+                                   " see `liaison status` and .run/logs/router.log")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.5)
+        return self.decisions[message_id]
+
+    async def dead_lettered(self, count: int) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while len(self.dead_letters) < count and time.monotonic() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.5)
+
+
+def _scenario_first() -> list[Step]:
+    red_notice = alert(envelope(
+        "FR-PN", groups=["EU"], to=["US-FBI", "JP-NPA", "BR-PF"], restricted=["PL"],
+        case_id="FR-2026-0117", tlp="AMBER", handling=["H0"], categories=["PERSONAL"],
+        purpose="arrest with a view to extradition", legal_basis="INTERPOL RPD Art. 82"),
+        kind="NOTICE", colour="RED", action="ARREST", reference="A-1187/11-2026",
+        subj=subject("adult male, armed and dangerous", person={"family_name": "DOE", "given_names": "John"}),
+        offence="armed robbery of a cash-in-transit van")
+    red_query = query(envelope(
+        "DE-BKA", to=["NL-KLPD"], case_id="DE-BKA-4471", tlp="RED", handling=["H0", "H2"],
+        categories=["VEHICLE"], legal_basis="Directive (EU) 2023/977 Art. 4"),
+        "Is the lorry with plate 53-BKL-7 known to you?", criteria={"plate": "53-BKL-7"})
+    urgent = query(envelope(
+        "IT-PS", to=["ES-CNP"], case_id="IT-PS-0932", tlp="AMBER", priority="URGENT",
+        categories=["PERSONAL", "LOCATION"], legal_basis="Directive (EU) 2023/977 Art. 4"),
+        "Last known address of the suspect in the kidnapping of a minor?", accessibility="DIRECT",
+        urgency_ground="THREAT_TO_LIFE_OR_SAFETY")
+    biometric = query(envelope(
+        "FR-PN", to=["DE-BKA", "US-FBI", "BR-PF"], case_id="FR-2026-0117", tlp="AMBER",
+        categories=["FINGERPRINT"], purpose="identify a suspect from latent prints"),
+        "Do these latent fingerprints match a record of yours?", kind="HIT_CHECK",
+        subj=subject("latent prints from the crime scene", kind="UNIDENTIFIED_PERSON",
+                     biometrics={"fingerprint_ref": "FR-AFIS-2026-55120", "fingerprints": b"\x01ANSI-NIST"}))
+    diffusion = alert(envelope(
+        "ES-CNP", to=["FR-PN", "PL-KGP"], case_id="ES-CNP-2210", tlp="AMBER",
+        categories=["PERSONAL"]), kind="DIFFUSION", colour="RED", action="ARREST",
+        reference="ES-2210-D", subj=subject("wanted for fraud", person={"family_name": "ROE"}),
+        offence="fraud (EUR 40,000)")
+    neutral = alert(envelope(
+        "CO-PONAL", groups=["AMERIPOL"], case_id="CO-7781", tlp="GREEN"), kind="DIFFUSION",
+        colour="BLUE", action="LOCATE", sensitivity=["POLITICAL"],
+        subj=subject("opposition journalist"), offence="insulting the head of state")
+    jit = query(envelope("ES-CNP", groups=["JIT-ORION"], case_id="JIT-ORION-3", tlp="RED"),
+                "Share the wiretap summaries of last week.")
+    return [
+        Step("Red Notice from France, held for the hub's review (Poland restricted by France)",
+             "Alert", red_notice),
+        Step("TLP:RED bilateral query, Germany to the Netherlands (H2: not to be passed on)",
+             "Query", red_query),
+        Step("Urgent query (threat to life), Italy to Spain, with its legal deadline", "Query", urgent),
+        Step("Fingerprint HIT_CHECK from France to Germany, the United States and Brazil",
+             "Query", biometric),
+        Step("Diffusion for arrest from Spain to France and Poland", "Alert", diffusion),
+        Step("Politically tagged diffusion from Colombia (INTERPOL Article 3)", "Alert", neutral),
+        Step("TLP:RED sent to a case group instead of named agencies", "Query", jit),
+    ]
+
+
+def _follow_ups(first: list[Step]) -> list[Step]:
+    notice, red_query, urgent, biometric, diffusion = (s.record for s in first[:5])
+    reviewed = alert(envelope(
+        "INT-IPSG", groups=["EU"], to=["US-FBI", "JP-NPA", "BR-PF"], restricted=["PL"],
+        case_id="FR-2026-0117", tlp="AMBER", handling=["H0"], categories=["PERSONAL"],
+        derived_from=notice["envelope"]["message_id"], purpose="arrest with a view to extradition"),
+        kind="NOTICE", colour="RED", action="ARREST", reference="A-1187/11-2026",
+        subj=notice["subject"], offence=notice["offence"])
+    return [
+        Step("The hub publishes the reviewed Red Notice (Poland still restricted)", "Alert", reviewed),
+        Step("The Netherlands answer the TLP:RED query", "Reply", reply(envelope(
+            "NL-KLPD", correlation_id=red_query["envelope"]["message_id"], case_id="DE-BKA-4471",
+            tlp="RED"), "HIT", information="Registered to a Rotterdam haulier; seen at Venlo 3 days ago.")),
+        Step("Spain answers the urgent query within its deadline", "Reply", reply(envelope(
+            "ES-CNP", correlation_id=urgent["envelope"]["message_id"], case_id="IT-PS-0932"),
+            "HIT", information="Calle Mayor 12, Valencia (verified today).")),
+        Step("Germany answers the HIT_CHECK: HIT, reference only (Prüm step one)", "Reply", reply(envelope(
+            "DE-BKA", correlation_id=biometric["envelope"]["message_id"], case_id="FR-2026-0117"),
+            "HIT", reference="DE-AFIS-88-2031")),
+        Step("Poland FLAGs the diffusion: it will not arrest on its territory", "Reply", reply(envelope(
+            "PL-KGP", correlation_id=diffusion["envelope"]["message_id"], case_id="ES-CNP-2210"),
+            "FLAG", information="Offence below the threshold for arrest under Polish law.")),
+        Step("A record in Malaysia's outbox that claims to come from France (spoofed)", "Alert",
+             alert(envelope("FR-PN", to=["SG-SPF"]), kind="DIFFUSION"), outbox_of="MY-PDRM"),
+    ]
+
+
+ICONS = {"DELIVERED": "delivered", "REDACTED": "delivered, redacted", "DENIED": "REFUSED", "HELD": "held"}
+
+
+def _describe(step: Step, decisions: list[dict[str, Any]], out: Out) -> None:
+    env = step.record["envelope"]
+    out.console.print(f"\n[bold]{step.title}[/bold]")
+    extra = ""
+    if step.message_type == "Query" and step.record.get("deadline"):
+        hours = (step.record["deadline"] - env["created_at"]) / 3_600_000
+        extra = f", answer due within {hours:.0f} h"
+    out.console.print(f"  {step.message_type} {env['message_id'][:8]} from {env['originator']}"
+                      f", TLP:{env['tlp'].replace('_', '+')}{extra}")
+    for d in sorted(decisions, key=lambda d: (d["decision"], d["recipient"] or "")):
+        why = f" - {d['reason_code']}: {d['reason']}" if d["reason_code"] else ""
+        if d["redactions"] and not d["reason"]:
+            why += f" (removed: {', '.join(d['redactions'])})"
+        colour = {"DENIED": "red", "HELD": "yellow", "REDACTED": "magenta"}.get(d["decision"], "green")
+        out.console.print(f"    [{colour}]{ICONS.get(d['decision'], d['decision']):<20}[/{colour}]"
+                          f" {d['recipient']}{why}")
+
+
+async def play(settings: KafkaSettings, out: Out) -> None:
+    async with RegistryClient(settings.registry_url) as client:
+        codec = await ready_codec(client)
+    observer = Observer(settings, codec)
+    follower = asyncio.create_task(observer.follow(int(time.time() * 1000)))
+    producer = AIOKafkaProducer(**settings.kafka_kwargs(), enable_idempotence=True, acks="all")
+    await producer.start()
+    names = settings.topics
+
+    async def send(step: Step) -> None:
+        env = step.record["envelope"]
+        topic = names.outbox(step.message_type, step.outbox_of or env["originator"])
+        await producer.send_and_wait(topic, codec.encode(step.message_type, step.record),
+                                     key=str(env["case_id"] or env["message_id"]).encode())
+
+    try:
+        await asyncio.sleep(0.5)  # the observer positions itself at the end of the audit first
+        first = _scenario_first()
+        for step in first:
+            await send(step)
+        await producer.send_and_wait(names.outbox("Query", "JP-NPA"), b"GET /index.html HTTP/1.1 (not a bus record)")
+        for step in first:
+            _describe(step, await observer.decided(step.message_id), out)
+        follow = _follow_ups(first)
+        for step in follow[:-1]:
+            await send(step)
+            _describe(step, await observer.decided(step.message_id), out)
+        await send(follow[-1])
+        await observer.dead_lettered(2)
+        out.console.print("\n[bold]Bad input, dead-lettered while the traffic above flowed[/bold]")
+        for letter in observer.dead_letters:
+            out.console.print(f"    [red]{letter['error_code']:<20}[/red] from {letter['source_topic']}"
+                              f" offset {letter['source_offset']}: {letter['error']}")
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await producer.stop()
+
+
+def run_demo(out: Out) -> None:
+    from liaison.local.stack import LocalStack  # noqa: PLC0415  # the stack pulls in service code
+
+    started = time.monotonic()
+    out.progress("starting the local broker, registry and router")
+    LocalStack().up()
+    settings = load(KafkaSettings)
+    out.console.print("[bold]Liaison demo[/bold]: 15 agencies of 12 countries, an INTERPOL-style hub "
+                      "(INT-IPSG) and Europol (EU-EUROPOL), on a local Kafka broker.")
+    asyncio.run(play(settings, out))
+    out.console.print(f"\nDone in {time.monotonic() - started:.0f} s. The bus is still running; try:\n"
+                      "  liaison status                      what runs, and where its logs are\n"
+                      "  liaison inbox NL-KLPD               what the Netherlands received\n"
+                      "  liaison receipts FR-PN              what France was told about its messages\n"
+                      "  liaison case FR-2026-0117           the whole Red Notice case, from the audit\n"
+                      "  liaison deadletter list             the refused input and why\n"
+                      "  make down                           stop everything")
