@@ -206,7 +206,7 @@ async def play(settings: KafkaSettings, out: Out) -> None:
         first = _scenario_first()
         for step in first:
             await send(step)
-        await producer.send_and_wait(names.outbox("Query", "JP-NPA"), b"GET /index.html HTTP/1.1 (not a bus record)")
+        await producer.send_and_wait(names.outbox("Query", "JP-NPA"), b"GET / HTTP/1.1 (not a record)")
         for step in first:
             _describe(step, await observer.decided(step.message_id), out)
         follow = _follow_ups(first)
