@@ -102,3 +102,54 @@ async def test_bad_input_is_dead_lettered_while_good_traffic_flows(kafka_bootstr
         rejected = [r for _, r in await bus.read(bus.topics.receipts("NL-KLPD"), 6)
                     if r["kind"] == "REJECTED"]
         assert len(rejected) == 3
+
+
+async def test_biometric_data_is_removed_for_a_partner_without_agreement(kafka_bootstrap: str) -> None:
+    """Fingerprints reach the Prüm partner intact and reach an uncleared agency without them."""
+    from liaison.sdk.builders import subject  # noqa: PLC0415
+
+    async with running_bus(kafka_bootstrap) as bus:
+        q = query(envelope("FR-PN", to=["DE-BKA", "BR-PF"], categories=["FINGERPRINT"]),
+                  "Do these prints match?", kind="HIT_CHECK",
+                  subj=subject("latent prints", kind="UNIDENTIFIED_PERSON",
+                               biometrics={"fingerprint_ref": "AFIS-1", "fingerprints": b"\x01\x02"}))
+        await bus.send("Query", q)
+        german = (await bus.read(bus.topics.inbox("Query", "DE-BKA"), 1))[0][1]
+        brazilian = (await bus.read(bus.topics.inbox("Query", "BR-PF"), 1))[0][1]
+        assert german["subject"]["biometrics"]["fingerprints"] == b"\x01\x02"
+        assert german["envelope"]["redactions"] == []
+        biometrics = brazilian["subject"]["biometrics"]
+        assert biometrics is None or (biometrics["fingerprints"] is None
+                                      and biometrics["fingerprint_ref"] is None)
+        assert brazilian["envelope"]["redactions"]
+        receipts = _by_recipient(await bus.read(bus.topics.receipts("FR-PN"), 2),
+                                 q["envelope"]["message_id"])
+        assert receipts["BR-PF"]["reason_code"] == "BIOMETRIC_NOT_CLEARED"
+
+
+async def test_h2_information_is_passed_on_only_after_the_provider_consents(kafka_bootstrap: str) -> None:
+    """Onward sharing of H2 content is denied until a GRANTED reply to a CONSENT query is on record."""
+    async with running_bus(kafka_bootstrap) as bus:
+        original = alert(envelope("DE-BKA", to=["NL-KLPD"], handling=["H2"], case_id="H2-CASE"))
+        await bus.send("Alert", original)
+        await bus.read(bus.topics.inbox("Alert", "NL-KLPD"), 1)
+        source = original["envelope"]["message_id"]
+
+        onward = alert(envelope("NL-KLPD", to=["IT-PS"], derived_from=source, case_id="H2-CASE"))
+        await bus.send("Alert", onward)
+        first = _by_recipient(await bus.read(bus.topics.receipts("NL-KLPD"), 1),
+                              onward["envelope"]["message_id"])
+        assert first["IT-PS"]["reason_code"] == "NO_CONSENT_FOR_H2"
+
+        ask = query(envelope("NL-KLPD", to=["DE-BKA"], derived_from=source, case_id="H2-CASE"),
+                    "May we pass your alert on to Italy?", kind="CONSENT")
+        await bus.send("Query", ask)
+        await bus.read(bus.topics.inbox("Query", "DE-BKA"), 1)
+        await bus.send("Reply", reply(envelope("DE-BKA", correlation_id=ask["envelope"]["message_id"],
+                                               case_id="H2-CASE"), "GRANTED"))
+        await bus.read(bus.topics.inbox("Reply", "NL-KLPD"), 1)
+
+        again = alert(envelope("NL-KLPD", to=["IT-PS"], derived_from=source, case_id="H2-CASE"))
+        await bus.send("Alert", again)
+        delivered = await bus.read(bus.topics.inbox("Alert", "IT-PS"), 1)
+        assert [r["envelope"]["message_id"] for _, r in delivered] == [again["envelope"]["message_id"]]
