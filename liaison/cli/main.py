@@ -143,3 +143,7 @@ def main() -> None:
         app(standalone_mode=True)
     except LiaisonError as exc:
         fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()
