@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from liaison.deadlines_table import default_table
 from liaison.errors import LiaisonError
 from liaison.topics import AGENCY_CODE
 
@@ -77,19 +78,6 @@ def alert(env: dict[str, Any], *, kind: str = "DIFFUSION", colour: str = "BLUE",
     }
 
 
-HOUR_MS = 3_600_000
-LEGAL_DEADLINES_MS = {  # Directive (EU) 2023/977 Art. 5, from receipt of the request
-    ("URGENT", "DIRECT"): 8 * HOUR_MS,
-    ("URGENT", "INDIRECT"): 3 * 24 * HOUR_MS,
-}
-ORDINARY_DEADLINE_MS = 7 * 24 * HOUR_MS
-
-
-def legal_deadline(priority: str, accessibility: str, created_at: int) -> int:
-    """The latest a request may be answered: 8 h, 3 days or 7 days (DOMAIN.md, 2023/977)."""
-    return created_at + LEGAL_DEADLINES_MS.get((priority, accessibility), ORDINARY_DEADLINE_MS)
-
-
 def query(env: dict[str, Any], question: str, *, kind: str = "INFORMATION",
           subj: dict[str, Any] | None = None, criteria: dict[str, str] | None = None,
           reference: str | None = None, accessibility: str = "INDIRECT",
@@ -98,7 +86,7 @@ def query(env: dict[str, Any], question: str, *, kind: str = "INFORMATION",
         raise MessageError("an URGENT query must name its urgency ground (e.g. THREAT_TO_LIFE_OR_SAFETY)")
     if kind.upper() == "CONSENT" and env["derived_from"] is None:
         raise MessageError("a CONSENT query names the H2 message it asks about in derived_from")
-    legal = legal_deadline(env["priority"], accessibility.upper(), env["created_at"])
+    legal = default_table().legal(env["priority"], accessibility.upper(), env["created_at"])
     if deadline is not None and deadline > legal:
         raise MessageError("a requester may ask for a shorter deadline than the legal one, never a longer")
     return {

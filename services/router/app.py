@@ -47,7 +47,8 @@ class Router:
         self.registry = registry or CollectorRegistry()
         self.metrics = RouterMetrics(self.registry)
         self.state = RouterState(settings, routed_topic=settings.topics.routed,
-                                 consents_topic=settings.topics.consents)
+                                 consents_topic=settings.topics.consents,
+                                 queries_topic=settings.topics.queries)
         self.directory = DirectoryFeed(settings)
         self._registry_client = RegistryClient(settings.registry_url)
         self._consumer: AIOKafkaConsumer | None = None
@@ -215,7 +216,8 @@ class Router:
             async with producer.transaction():
                 names = self.settings.topics
                 outgoing = [(o.topic, o.key, o.value) for o in out.outputs]
-                for topic, updates in ((names.routed, out.routed), (names.consents, out.consents)):
+                for topic, updates in ((names.routed, out.routed), (names.consents, out.consents),
+                                       (names.queries, out.queries)):
                     outgoing += [(topic, k.encode(), json_bytes(v)) for k, v in updates.items()]
                 futures = await self._senders[tp].send(outgoing)
                 await producer.send_offsets_to_transaction(
@@ -254,6 +256,8 @@ class Router:
             self.state.routed.put_local(key, value)
         for key, value in out.consents.items():
             self.state.consents.put_local(key, value)
+        for key, value in out.queries.items():
+            self.state.queries.put_local(key, value)
         m = self.metrics
         m.commits.labels("committed").inc()
         m.txn_seconds.observe(seconds)

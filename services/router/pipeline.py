@@ -15,10 +15,17 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from liaison.codec import Codec
+from liaison.deadlines_table import DeadlineTable, default_table
 from liaison.errors import DecodeError
 from liaison.policy import Decision, PolicyEngine, RoutingResult, apply_redactions
 from liaison.topics import Topics
-from services.router.state import RouterState, consent_key, routed_value
+from services.router.state import (
+    RouterState,
+    answered_query,
+    consent_key,
+    open_query,
+    routed_value,
+)
 
 SERVICE = "router"
 BUS_ORIGINATOR = "BUS.ROUTER"
@@ -40,6 +47,7 @@ class BatchOutcome:
 
     outputs: list[Output] = field(default_factory=list)
     routed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queries: dict[str, dict[str, Any]] = field(default_factory=dict)
     consents: dict[str, dict[str, Any]] = field(default_factory=dict)
     decisions: list[tuple[str, str, str | None]] = field(default_factory=list)  # type, outcome, reason
     dead_letters: list[str] = field(default_factory=list)  # error codes
@@ -71,8 +79,10 @@ class Pipeline:
     """Decode, evaluate, and build the output records of one input record."""
 
     def __init__(self, codec: Codec, engine: Callable[[], PolicyEngine], state: RouterState,
-                 topics: Topics, *, clock: Callable[[], float] = time.time) -> None:
+                 topics: Topics, *, clock: Callable[[], float] = time.time,
+                 deadlines: DeadlineTable | None = None) -> None:
         self.topics = topics
+        self.deadlines = deadlines or default_table()
         self.codec = codec
         self.engine = engine
         self.state = state
@@ -130,11 +140,18 @@ class Pipeline:
                              claimed=env.get("originator"))
             return
         key = _key(env)
+        original = src.value
+        if message_type == "Query":
+            deadline = self.deadlines.stamp(env["priority"], record["accessibility"], now,
+                                            record["deadline"])
+            if deadline != record["deadline"]:  # the recipient sees the deadline the bus stamped
+                record = {**record, "deadline": deadline}
+                original = self.codec.encode("Query", record)
         delivered: list[str] = []
         for decision in result.decisions:
             if decision.outcome == "DELIVER":
                 delivered.append(decision.recipient)
-                value = src.value if not decision.redactions else self.codec.encode(
+                value = original if not decision.redactions else self.codec.encode(
                     message_type, apply_redactions(record, decision.redactions))
                 assert value is not None
                 out.outputs.append(Output(self.topics.inbox(message_type, decision.recipient), key, value))
@@ -148,9 +165,39 @@ class Pipeline:
             message_type, env["originator"], list(env["handling_codes"]), delivered,
             kind=record.get("kind") if message_type == "Query" else None,
             derived_from=env["derived_from"])
-        if message_type == "Reply" and delivered and record["outcome"] == "GRANTED":
-            self._record_consent(record, out)
+        if message_type == "Query" and delivered:
+            out.queries[env["message_id"]] = open_query(record, delivered, record["deadline"])
+        if message_type == "Reply" and delivered:
+            self._reply_delivered(src, record, out, now=now)
         out.created_ms.append(src.timestamp or env["created_at"])
+
+    def _reply_delivered(self, src: Source, reply: dict[str, Any], out: BatchOutcome, *, now: int) -> None:
+        """A delivered reply may close a query, record a consent, or tell a data owner of a hit."""
+        env = reply["envelope"]
+        query_id = env["correlation_id"]
+        current = out.queries.get(query_id) or self.state.queries.items.get(query_id)
+        if current is not None:
+            out.queries[query_id] = answered_query(current, env["originator"], reply["outcome"], now)
+        if reply["outcome"] == "GRANTED":
+            self._record_consent(reply, out)
+        owner = reply["data_owner"]
+        asker = self.state.originator_of(query_id)
+        if (reply["outcome"] == "HIT" and owner and owner not in (env["originator"], asker)
+                and owner in self.engine().directory.agencies):
+            self._notify_hit(src, reply, owner, asker, out, now=now)
+
+    def _notify_hit(self, src: Source, reply: dict[str, Any], owner: str, asker: str | None,
+                    out: BatchOutcome, *, now: int) -> None:
+        """Prüm / I-24/7: the owner of a record that hit is told who searched it (not the data)."""
+        env = reply["envelope"]
+        out.outputs.append(Output(self.topics.receipts(owner), _key(env), self._receipt(
+            owner, "HIT_NOTIFICATION", about=env, message_type="Reply", recipient=asker,
+            reason=f"{env['originator']} reported a hit on your record to {asker}",
+            about_id=env["message_id"], case_id=env["case_id"], reference=reply["reference"])))
+        notice = Decision(recipient=owner, outcome="DELIVER", reason_code=None,
+                          reason="hit notification to the data owner", rule="hit_notification")
+        out.outputs.append(Output(self.topics.audit, _key(env), self.codec.encode(
+            "AuditRecord", self._audit(src, "Reply", reply, notice, now=now, decision="NOTIFIED"))))
 
     def _account(self, src: Source, message_type: str, record: dict[str, Any], decision: Decision,
                  *, now: int, out: BatchOutcome) -> None:
@@ -165,22 +212,29 @@ class Pipeline:
             recipient=decision.recipient, reason_code=decision.reason_code, reason=reason,
             about_id=env["message_id"], case_id=env["case_id"],
             deadline=record.get("deadline") if message_type == "Query" else None)))
-        audit = {
+        audit = self._audit(src, message_type, record, decision, now=now,
+                            decision="REDACTED" if redacted else _AUDIT_DECISION.get(decision.outcome,
+                                                                                     "DELIVERED"),
+                            reason=reason)
+        out.outputs.append(Output(self.topics.audit, _key(env), self.codec.encode("AuditRecord", audit)))
+        out.decisions.append((message_type, decision.outcome, decision.reason_code))
+
+    def _audit(self, src: Source, message_type: str, record: dict[str, Any], verdict: Decision, *,
+               now: int, decision: str, reason: str | None = None) -> dict[str, Any]:
+        env = record["envelope"]
+        return {
             "audit_id": str(uuid.uuid4()), "decided_at": now, "service": SERVICE,
             "message_id": env["message_id"], "message_type": message_type,
             "originator": env["originator"], "case_id": env["case_id"],
             "correlation_id": env["correlation_id"], "derived_from": env["derived_from"],
-            "recipient": decision.recipient,
-            "decision": "REDACTED" if redacted else _AUDIT_DECISION.get(decision.outcome, "DELIVERED"),
-            "reason_code": decision.reason_code, "reason": reason,
-            "redactions": list(decision.redactions), "tlp": env["tlp"],
+            "recipient": verdict.recipient, "decision": decision,
+            "reason_code": verdict.reason_code, "reason": reason or verdict.reason,
+            "redactions": list(verdict.redactions), "tlp": env["tlp"],
             "handling_codes": env["handling_codes"], "data_categories": env["data_categories"],
             "deadline": record.get("deadline") if message_type == "Query" else None,
             "source_topic": src.topic, "source_partition": src.partition, "source_offset": src.offset,
             "trace_id": env["trace_id"],
         }
-        out.outputs.append(Output(self.topics.audit, _key(env), self.codec.encode("AuditRecord", audit)))
-        out.decisions.append((message_type, decision.outcome, decision.reason_code))
 
     def _record_consent(self, reply: dict[str, Any], out: BatchOutcome) -> None:
         """A GRANTED reply to a CONSENT query puts the provider's consent on record."""

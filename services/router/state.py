@@ -18,6 +18,29 @@ def routed_value(message_type: str, originator: str, handling: list[str], delive
             "f": derived_from}
 
 
+FINAL_OUTCOMES = frozenset({"HIT", "NO_HIT", "REFUSED", "GRANTED"})
+
+
+def open_query(query: dict[str, Any], requested: list[str], deadline: int) -> dict[str, Any]:
+    """The `bus.queries` record of a query just delivered (the deadlines service adds its timers)."""
+    env = query["envelope"]
+    return {"query_id": env["message_id"], "requester": env["originator"], "requested": requested,
+            "kind": query["kind"], "priority": env["priority"], "case_id": env["case_id"],
+            "created_at": env["created_at"], "deadline": deadline, "state": "OPEN", "answers": {},
+            "reminded": [], "overdue": [], "closed_at": None}
+
+
+def answered_query(current: dict[str, Any], replier: str, outcome: str, at: int) -> dict[str, Any]:
+    """The record after a reply reached the requester; closed once every agency answered finally."""
+    updated = {**current, "answers": {**current["answers"], replier: {"outcome": outcome, "at": at}}}
+    finals = {agency: a["outcome"] for agency, a in updated["answers"].items()
+              if a["outcome"] in FINAL_OUTCOMES}
+    if current["state"] == "OPEN" and set(current["requested"]) <= set(finals):
+        updated["state"] = "REFUSED" if set(finals.values()) == {"REFUSED"} else "ANSWERED"
+        updated["closed_at"] = at
+    return updated
+
+
 def consent_key(message_id: str, requester: str) -> str:
     return f"{message_id}/{requester}"
 
@@ -25,22 +48,25 @@ def consent_key(message_id: str, requester: str) -> str:
 class RouterState:
     """The RoutingState the policy engine reads, backed by two compacted tables."""
 
-    def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str) -> None:
+    def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str,
+                 queries_topic: str) -> None:
         self.routed = CompactedTable(settings, routed_topic)
         self.consents = CompactedTable(settings, consents_topic)
+        self.queries = CompactedTable(settings, queries_topic)
+        self._tables = (self.routed, self.consents, self.queries)
 
     async def start(self) -> None:
-        await self.routed.start()
-        await self.consents.start()
+        for table in self._tables:
+            await table.start()
 
     async def stop(self) -> None:
-        await self.consents.stop()
-        await self.routed.stop()
+        for table in reversed(self._tables):
+            await table.stop()
 
     async def catch_up(self, timeout_s: float) -> bool:
-        """Wait until both tables hold everything committed so far (other instances' writes too)."""
-        return (await self.routed.wait_caught_up(timeout_s=timeout_s)
-                and await self.consents.wait_caught_up(timeout_s=timeout_s))
+        """Wait until the tables hold everything committed so far (other instances' writes too)."""
+        results = [await table.wait_caught_up(timeout_s=timeout_s) for table in self._tables]
+        return all(results)
 
     # -- RoutingState ---------------------------------------------------------------------------
     def delivered_to(self, message_id: str) -> frozenset[str] | None:
