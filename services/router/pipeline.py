@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from aiokafka import ConsumerRecord
 
 from liaison.codec import Codec
@@ -26,6 +27,8 @@ from services.router.state import (
     open_query,
     routed_value,
 )
+
+log = structlog.get_logger(__name__)
 
 SERVICE = "router"
 BUS_ORIGINATOR = "BUS.ROUTER"
@@ -122,6 +125,8 @@ class Pipeline:
         }
         out.outputs.append(Output(self.topics.deadletter, src.key, self.codec.encode("DeadLetter", letter)))
         out.dead_letters.append(code)
+        log.warning("dead-lettered", error_code=code, error=error, topic=src.topic,
+                    partition=src.partition, offset=src.offset, claimed_originator=claimed)
         if owner is not None:  # tell the sender its record was refused, without echoing it
             receipt = self._receipt(owner[1], "REJECTED", about=None, message_type=owner[0],
                                     recipient=None, reason_code=code, reason=error,
@@ -165,6 +170,9 @@ class Pipeline:
             message_type, env["originator"], list(env["handling_codes"]), delivered,
             kind=record.get("kind") if message_type == "Query" else None,
             derived_from=env["derived_from"])
+        log.debug("routed", message_id=env["message_id"], case_id=env["case_id"],
+                  originator=env["originator"], trace_id=env["trace_id"], message_type=message_type,
+                  delivered=len(delivered), decisions=len(result.decisions))
         if message_type == "Query" and delivered:
             out.queries[env["message_id"]] = open_query(record, delivered, record["deadline"])
         if message_type == "Reply" and delivered:
