@@ -11,6 +11,17 @@ import pytest
 
 from liaison.errors import LocalBrokerError
 from liaison.local.broker import BrokerConfig, LocalBroker, free_port
+from liaison.local.process import running_children, stop_pid
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Every process a test started is stopped by the end of the session (by pid, never by name)."""
+    yield
+    leftovers = running_children()
+    for pid, _ in leftovers:
+        stop_pid(pid, grace_s=10)
+    assert leftovers == [], f"tests left processes running: {leftovers}"
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,12 @@ def start_detached(
     return proc.pid
 
 
+def running_children() -> list[tuple[int, list[str]]]:
+    """Processes this process started that still run (pid, command line)."""
+    return [(pid, [str(a) for a in proc.args])  # type: ignore[union-attr]  # args is a list here
+            for pid, proc in list(_children.items()) if proc.poll() is None]
+
+
 def is_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     _reap(pid)
