@@ -236,7 +236,8 @@ def run_demo(out: Out) -> None:
     out.console.print("[bold]Liaison demo[/bold]: 15 agencies of 12 countries, an INTERPOL-style hub "
                       "(INT-IPSG) and Europol (EU-EUROPOL), on a local Kafka broker.")
     asyncio.run(play(settings, out))
-    out.console.print(f"\nDone in {time.monotonic() - started:.0f} s. The bus is still running; try:\n"
+    out.console.print(f"\nDone in {time.monotonic() - started:.0f} s. The bus is still running; after "
+                      "`source .venv/bin/activate`, try:\n"
                       "  liaison status                      what runs, and where its logs are\n"
                       "  liaison inbox NL-KLPD               what the Netherlands received\n"
                       "  liaison receipts FR-PN              what France was told about its messages\n"
