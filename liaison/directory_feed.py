@@ -33,13 +33,15 @@ async def publish_entries(settings: KafkaSettings, entries: dict[str, dict[str, 
         await producer.stop()
 
 
-async def publish_directory(settings: KafkaSettings, directory: Directory,
-                            *, current: dict[str, Any] | None = None) -> int:
-    """Make the topic hold exactly `directory`: changed entries written, vanished ones deleted."""
+async def publish_directory(settings: KafkaSettings, directory: Directory, *,
+                            current: dict[str, Any] | None = None, prune: bool = False) -> int:
+    """Write the entries of `directory` that differ from `current`. With `prune`, also delete the
+    entries it lacks; without, entries added by onboarding (`liaison agency add`) are kept."""
     wanted = dict(directory.entries())
     changes: dict[str, dict[str, Any] | None] = {k: v for k, v in wanted.items()
                                                   if (current or {}).get(k) != v}
-    changes.update({k: None for k in (current or {}) if k not in wanted})
+    if prune:
+        changes.update({k: None for k in (current or {}) if k not in wanted})
     if changes:
         await publish_entries(settings, changes)
     return len(changes)

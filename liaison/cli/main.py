@@ -11,17 +11,33 @@ from typing import Annotated
 import typer
 
 from liaison import __version__
+from liaison.cli import agency as agency_cli
+from liaison.cli import inspect as inspect_cli
+from liaison.cli import messages as messages_cli
+from liaison.cli import policy as policy_cli
 from liaison.cli import schemas as schemas_cli
+from liaison.cli import top as top_cli
 from liaison.cli.output import Out, fail
 from liaison.core.settings import KafkaSettings, load
 from liaison.errors import LiaisonError
 
 app = typer.Typer(
-    name="liaison", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="liaison", cls=messages_cli.OneLineGroup, no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
     help="Liaison: the police information-exchange bus on Apache Kafka.",
 )
 
+# Agency operators and bus operators: the command bodies live in their own modules.
 app.add_typer(schemas_cli.app, name="schemas")
+app.add_typer(agency_cli.app, name="agency")
+app.add_typer(messages_cli.send_app, name="send")
+app.command("inbox", cls=messages_cli.OneLineCommand)(messages_cli.inbox)
+app.command("receipts", cls=messages_cli.OneLineCommand)(messages_cli.receipts)
+app.command("case", cls=messages_cli.OneLineCommand)(inspect_cli.case)
+app.command("trace", cls=messages_cli.OneLineCommand)(inspect_cli.trace)
+app.add_typer(inspect_cli.deadletter_app, name="deadletter")
+app.add_typer(policy_cli.policy_app, name="policy")
+app.command("top")(top_cli.top)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 

@@ -1,5 +1,29 @@
 """The Python SDK for agency systems: build, send and receive bus messages."""
 
-from liaison.sdk.builders import alert, envelope, query, reply
+from liaison.sdk.builders import MessageError, alert, envelope, query, reply
+from liaison.sdk.client import (
+    AgencyClient,
+    AgencyNotOnboarded,
+    NotStarted,
+    ReplyTimeout,
+    SendFailed,
+    Subscription,
+    TopicMissing,
+    UndecodableMessage,
+)
 
-__all__ = ["alert", "envelope", "query", "reply"]
+__all__ = [
+    "AgencyClient",
+    "AgencyNotOnboarded",
+    "MessageError",
+    "NotStarted",
+    "ReplyTimeout",
+    "SendFailed",
+    "Subscription",
+    "TopicMissing",
+    "UndecodableMessage",
+    "alert",
+    "envelope",
+    "query",
+    "reply",
+]

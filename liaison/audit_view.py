@@ -1,0 +1,324 @@
+"""What oversight and operators read: the audit trail, receipts, inboxes and dead letters.
+
+Topics are read whole, without a consumer group (nothing is committed), read_committed, from the
+beginning up to the end offsets they had when the read started: the answer is a consistent
+snapshot that ends by itself. `follow` keeps reading after that point.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from liaison.codec import Codec
+from liaison.contract import ready_codec
+from liaison.core.settings import KafkaSettings
+from liaison.errors import DecodeError, LiaisonError
+from liaison.registry_client import RegistryClient
+from liaison.sdk.builders import MessageError
+from liaison.sdk.client import decode_learning, kafka_faults, message_key, partitions_of
+
+Record = dict[str, Any]
+
+
+class NotFound(LiaisonError):
+    """Nothing on the bus matches what was asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One record read from a topic, decoded when possible."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    type: str | None  # the record type, None when it could not be decoded
+    record: Record | None
+    error: str | None = None  # why it could not be decoded
+
+
+class TopicScan:
+    """Reads topics from the beginning with no consumer group; decodes with the registry's schemas."""
+
+    def __init__(self, settings: KafkaSettings, topics: Sequence[str], *, codec: Codec | None = None,
+                 registry: RegistryClient | None = None) -> None:
+        self.settings = settings
+        self.topics = list(topics)
+        self._codec = codec
+        self._registry = registry
+        self._own_registry = registry is None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        """Connect, check the topics exist, fetch the schemas; safe to call twice."""
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(
+            **self.settings.kafka_kwargs(), group_id=None, enable_auto_commit=False,
+            isolation_level="read_committed", auto_offset_reset="earliest", fetch_max_wait_ms=50,
+        )
+        try:
+            async with kafka_faults(self.settings, f"reading {', '.join(self.topics)}"):
+                await consumer.start()
+                self._consumer = consumer
+                self._partitions = await partitions_of(consumer, self.topics)
+            if self._registry is None:
+                self._registry = RegistryClient(self.settings.registry_url)
+            if self._codec is None:
+                self._codec = await ready_codec(self._registry)
+        except BaseException:
+            await consumer.stop()
+            self._consumer = None
+            await self._close_registry()
+            raise
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+        await self._close_registry()
+
+    async def _close_registry(self) -> None:
+        if self._own_registry and self._registry is not None:
+            await self._registry.close()
+            self._registry = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def codec(self) -> Codec:
+        assert self._codec is not None, "TopicScan.start() first"
+        return self._codec
+
+    async def items(self, *, follow: bool = False) -> AsyncIterator[Item]:
+        """Every record from the beginning to the end taken now; with `follow`, then new ones forever."""
+        consumer = self._consumer
+        assert consumer is not None, "TopicScan.start() first"
+        async with kafka_faults(self.settings, f"reading {', '.join(self.topics)}"):
+            consumer.assign(self._partitions)
+            await consumer.seek_to_beginning(*self._partitions)
+            ends = await consumer.end_offsets(self._partitions)
+        while True:
+            async with kafka_faults(self.settings, f"reading {', '.join(self.topics)}"):
+                if not follow and await self._reached(consumer, ends):
+                    return
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp in sorted(batches):
+                for rec in batches[tp]:
+                    if not follow and rec.offset >= ends[tp]:
+                        continue
+                    yield await self._item(rec)
+
+    @staticmethod
+    async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
+
+    async def _item(self, rec: Any) -> Item:
+        try:
+            name, record = await decode_learning(self.codec, self._registry, rec.value)
+        except DecodeError as exc:
+            return Item(rec.topic, rec.partition, rec.offset, rec.timestamp, rec.key, rec.value,
+                        None, None, str(exc))
+        return Item(rec.topic, rec.partition, rec.offset, rec.timestamp, rec.key, rec.value, name, record)
+
+    async def read_all(self) -> list[Item]:
+        return [item async for item in self.items()]
+
+    def decode_bytes(self, data: bytes | None) -> tuple[str, Record] | None:
+        """A record from raw bytes when the codec already knows its schema, else None."""
+        try:
+            return self.codec.decode(data)
+        except DecodeError:
+            return None
+
+    async def decode_learning(self, data: bytes | None) -> tuple[str, Record] | None:
+        try:
+            return await decode_learning(self.codec, self._registry, data)
+        except DecodeError:
+            return None
+
+
+# -- case and trace --------------------------------------------------------------------------------
+def audit_row(audit: Record) -> Record:
+    """The fields of an audit record an operator reads, in order."""
+    return {
+        "decided_at": audit["decided_at"], "message_type": audit["message_type"],
+        "message_id": audit["message_id"], "originator": audit["originator"],
+        "recipient": audit["recipient"], "decision": audit["decision"],
+        "reason_code": audit["reason_code"], "reason": audit["reason"],
+        "case_id": audit["case_id"], "correlation_id": audit["correlation_id"],
+        "derived_from": audit["derived_from"], "redactions": list(audit["redactions"]),
+        "service": audit["service"], "tlp": audit["tlp"],
+    }
+
+
+async def case_thread(settings: KafkaSettings, case_id: str) -> list[Record]:
+    """Every routing decision about the messages of one case, oldest first."""
+    key = case_id.encode()
+    rows = []
+    async with TopicScan(settings, [settings.topics.audit]) as scan:
+        async for item in scan.items():
+            if item.key == key and item.type == "AuditRecord" and item.record is not None \
+                    and item.record["case_id"] == case_id:
+                rows.append(audit_row(item.record))
+    rows.sort(key=lambda r: (r["decided_at"], r["message_id"], r["recipient"] or ""))
+    return rows
+
+
+@dataclass
+class Trace:
+    """Everything the bus recorded about one message."""
+
+    message_id: str
+    decisions: list[Record] = field(default_factory=list)  # audit records about it
+    dead_letters: list[Record] = field(default_factory=list)  # it, refused whole
+    related: list[Record] = field(default_factory=list)  # decisions about replies to it or copies of it
+
+    @property
+    def found(self) -> bool:
+        return bool(self.decisions or self.dead_letters or self.related)
+
+    def to_dict(self) -> Record:
+        return {"message_id": self.message_id, "decisions": self.decisions,
+                "dead_letters": self.dead_letters, "related": self.related}
+
+
+async def trace_message(settings: KafkaSettings, message_id: str) -> Trace:
+    """Who got one message, who was refused it and why, whether it was dead-lettered, what answered it."""
+    out = Trace(message_id)
+    topics = settings.topics
+    async with TopicScan(settings, [topics.audit, topics.deadletter]) as scan:
+        async for item in scan.items():
+            if item.record is None:
+                continue
+            rec = item.record
+            if item.type == "AuditRecord":
+                if rec["message_id"] == message_id:
+                    out.decisions.append(audit_row(rec))
+                elif message_id in (rec["correlation_id"], rec["derived_from"]):
+                    out.related.append(audit_row(rec))
+            elif item.type == "DeadLetter":
+                view = await dead_letter_view(scan, rec)
+                if message_id in (view["message_id"], rec["dead_letter_id"]):
+                    out.dead_letters.append(view)
+    out.decisions.sort(key=lambda r: (r["decided_at"], r["recipient"] or ""))
+    out.related.sort(key=lambda r: (r["decided_at"], r["message_id"], r["recipient"] or ""))
+    return out
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+async def dead_letter_view(scan: TopicScan, letter: Record) -> Record:
+    """A dead letter with what could be read of the original record (its type and message id)."""
+    original = await scan.decode_learning(letter["value"])
+    env = original[1].get("envelope") if original else None
+    return {
+        "dead_letter_id": letter["dead_letter_id"], "failed_at": letter["failed_at"],
+        "service": letter["service"], "source_topic": letter["source_topic"],
+        "source_partition": letter["source_partition"], "source_offset": letter["source_offset"],
+        "error_code": letter["error_code"], "error": letter["error"],
+        "claimed_originator": letter["claimed_originator"], "outbox_owner": letter["outbox_owner"],
+        "message_type": original[0] if original else None,
+        "message_id": env.get("message_id") if isinstance(env, dict) else None,
+        "case_id": env.get("case_id") if isinstance(env, dict) else None,
+        "key": letter["key"].decode(errors="replace") if letter["key"] is not None else None,
+        "size": len(letter["value"]) if letter["value"] is not None else 0,
+        "original": original[1] if original else None,
+        "original_hex": None if original or letter["value"] is None else letter["value"][:64].hex(),
+    }
+
+
+async def dead_letters(settings: KafkaSettings) -> list[Record]:
+    """Every dead letter, oldest first."""
+    async with TopicScan(settings, [settings.topics.deadletter]) as scan:
+        return [await dead_letter_view(scan, item.record) async for item in scan.items()
+                if item.type == "DeadLetter" and item.record is not None]
+
+
+async def find_dead_letter(settings: KafkaSettings, letter_id: str) -> tuple[Record, Record]:
+    """(view, raw DeadLetter record) of the dead letter whose id is or starts with `letter_id`."""
+    wanted = letter_id.strip().lower()
+    if len(wanted) < 4:
+        raise NotFound(f"dead letter id {letter_id!r} is too short: give at least 4 characters")
+    found: list[tuple[Record, Record]] = []
+    async with TopicScan(settings, [settings.topics.deadletter]) as scan:
+        async for item in scan.items():
+            if item.type == "DeadLetter" and item.record is not None \
+                    and item.record["dead_letter_id"].startswith(wanted):
+                found.append((await dead_letter_view(scan, item.record), item.record))
+    if not found:
+        raise NotFound(f"no dead letter {letter_id} on this bus (`liaison deadletter list` shows them)")
+    if len({view["dead_letter_id"] for view, _ in found}) > 1:
+        raise NotFound(f"{letter_id} matches {len(found)} dead letters: give more of the id")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    dead_letter_id: str
+    topic: str
+    size: int
+    corrected: bool
+    message_id: str | None
+
+
+async def replay(settings: KafkaSettings, letter: Record, corrected: Record | None = None) -> Replayed:
+    """Write a dead letter's original value (or a corrected record) to its original outbox again.
+
+    The original key and headers go with the original value; a corrected record is encoded with the
+    type its outbox carries and keyed like any message (case id, else message id).
+    """
+    owner = settings.topics.parse_outbox(letter["source_topic"])
+    if owner is None:
+        raise MessageError(f"dead letter {letter['dead_letter_id']} came from {letter['source_topic']}, "
+                           "which is not an outbox of this bus: replay it by hand")
+    message_type, agency = owner
+    headers = [(k, v) for k, v in (letter.get("headers") or {}).items()]
+    async with RegistryClient(settings.registry_url) as registry:
+        if corrected is None:
+            value, key, message_id = letter["value"], letter["key"], None
+        else:
+            env = corrected.get("envelope") or {}
+            if env.get("originator") != agency:
+                raise MessageError(f"the corrected record names {env.get('originator')!r} as originator "
+                                   f"but goes to {agency}'s outbox: the router would refuse it")
+            codec = await ready_codec(registry)
+            value, key, message_id = codec.encode(message_type, corrected), message_key(corrected), \
+                env.get("message_id")
+    if value is None:
+        raise MessageError(f"dead letter {letter['dead_letter_id']} has no value to replay: give "
+                           "--file with a corrected record")
+    producer = AIOKafkaProducer(**settings.kafka_kwargs(), enable_idempotence=True, acks="all")
+    async with kafka_faults(settings, f"replaying to {letter['source_topic']}"):
+        await producer.start()
+        try:
+            await producer.send_and_wait(letter["source_topic"], value, key=key, headers=headers or None)
+        finally:
+            await producer.stop()
+    return Replayed(letter["dead_letter_id"], letter["source_topic"], len(value), corrected is not None,
+                    message_id)
+
+
+def ms_to_text(ms: int | None) -> str:
+    """UTC time of epoch milliseconds, to the second: 2025-03-01 12:00:05."""
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))

@@ -1,0 +1,149 @@
+"""`liaison agency`: onboard an agency (its topics and directory entry), list, suspend, resume, remove."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from liaison import onboarding
+from liaison.cli.messages import (
+    DEFAULT_TIMEOUT_S,
+    AgencyArg,
+    JsonOpt,
+    OneLineCommand,
+    OneLineGroup,
+    TimeoutOpt,
+    bus_settings,
+    emit_json,
+    run,
+    table,
+)
+from liaison.cli.output import Out
+
+app = typer.Typer(cls=OneLineGroup, no_args_is_help=True,
+                  help="Onboard agencies: their topics and their entry in the bus directory.")
+
+
+def _report(outcome: onboarding.Outcome, *, json: bool) -> None:
+    if json:
+        emit_json(outcome.to_dict())
+        return
+    typer.echo(f"{outcome.code}: {outcome.summary()}")
+    for note in (*outcome.notes, *(outcome.access if outcome.changed else ())):
+        typer.echo(f"  note: {note}")
+
+
+@app.command("add", cls=OneLineCommand)
+def add(
+    code: AgencyArg, *,
+    country: Annotated[str, typer.Option("--country", metavar="CC", show_default=False,
+                                         help="ISO 3166 alpha-2 country, or INT / EU; the code's prefix.")],
+    name: Annotated[str, typer.Option("--name", show_default=False, help="The agency's full name.")],
+    groups: Annotated[list[str] | None, typer.Option(
+        "--group", metavar="GROUP", help="A standing group it belongs to (EU, SCHENGEN...); repeat.")] = None,
+    clearances: Annotated[list[str] | None, typer.Option(
+        "--clearance", metavar="CATEGORY",
+        help="A protected data category it may receive (BIOMETRIC, DNA, FINGERPRINT, FACIAL_IMAGE); "
+        "repeat.")] = None,
+    hub: Annotated[bool | None, typer.Option("--hub/--no-hub", show_default=False,
+                                             help="Whether it reviews notices (default: unchanged).")] = None,
+    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of each topic.")] = 1,
+    replication: Annotated[int, typer.Option("--replication", min=1,
+                                             help="Replication factor of each topic.")] = 1,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S * 3, json: JsonOpt = False,
+) -> None:
+    """Create an agency's 7 topics and publish its directory entry; running it again changes nothing.
+
+    Given again with other values, it updates the entry (status and hub flag are kept).
+
+    Example: liaison agency add SE-NOA --country SE --name "Polisen NOA" --group EU --clearance DNA
+    """
+    settings = bus_settings()
+    outcome = run(lambda: onboarding.add_agency(
+        settings, code, name=name, country=country, groups=groups or (), clearances=clearances or (),
+        hub=hub, partitions=partitions, replication=replication),
+        doing=f"onboarding {code}", timeout_s=timeout, settings=settings, message=f"onboarding {code}",
+        json=json)
+    _report(outcome, json=json)
+
+
+@app.command("list", cls=OneLineCommand)
+def list_(*, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
+    """List the agencies in the directory, their status and whether their topics exist.
+
+    Example: liaison agency list --json
+    """
+    settings = bus_settings()
+    views = run(lambda: onboarding.list_agencies(settings), doing="reading the directory", timeout_s=timeout,
+                settings=settings, message="reading the directory", json=json)
+    rows = []
+    for v in views:
+        a, present = v.agency, sum(v.topics.values())
+        rows.append([a.code, escape(a.name), a.country, ", ".join(sorted(a.groups)) or "-",
+                     "yes" if a.hub else "-", a.status if a.active else f"[red]{a.status}[/red]",
+                     ", ".join(sorted(a.clearances)) or "-", f"{present}/{len(v.topics)}"])
+    table(Out(json=json), "agencies", ["code", "name", "country", "groups", "hub", "status", "clearances",
+                                      "topics"], rows, records=[v.to_dict() for v in views])
+
+
+@app.command("show", cls=OneLineCommand)
+def show(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
+    """Show one agency's directory entry and its topics.
+
+    Example: liaison agency show FR-PN
+    """
+    settings = bus_settings()
+    view = run(lambda: onboarding.show_agency(settings, code), doing=f"reading the directory entry of {code}",
+               timeout_s=timeout, settings=settings, message="reading the directory", json=json)
+    if json:
+        emit_json(view.to_dict())
+        return
+    a = view.agency
+    out = Out()
+    table(out, a.code, ["field", "value"], [
+        ["name", escape(a.name)], ["country", a.country], ["status", a.status],
+        ["hub", "yes" if a.hub else "no"], ["groups", ", ".join(sorted(a.groups)) or "-"],
+        ["clearances", ", ".join(sorted(a.clearances)) or "-"]])
+    table(out, "topics", ["topic", "exists"],
+              [[t, "yes" if ok else "[red]MISSING[/red]"] for t, ok in view.topics.items()])
+
+
+def _status(code: str, status: str, *, timeout: float, json: bool) -> None:
+    settings = bus_settings()
+    outcome = run(lambda: onboarding.set_status(settings, code, "SUSPENDED" if status == "SUSPENDED"
+                                                else "ACTIVE"),
+                  doing=f"changing the status of {code}", timeout_s=timeout, settings=settings,
+                  message=f"changing the status of {code}", json=json)
+    _report(outcome, json=json)
+
+
+@app.command("suspend", cls=OneLineCommand)
+def suspend(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
+    """Suspend an agency: the router refuses what it sends and delivers nothing to it.
+
+    Example: liaison agency suspend SE-NOA
+    """
+    _status(code, "SUSPENDED", timeout=timeout, json=json)
+
+
+@app.command("resume", cls=OneLineCommand)
+def resume(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
+    """Let a suspended agency send and receive again.
+
+    Example: liaison agency resume SE-NOA
+    """
+    _status(code, "ACTIVE", timeout=timeout, json=json)
+
+
+@app.command("remove", cls=OneLineCommand)
+def remove(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
+    """Remove an agency from the directory; its topics and the audit trail are kept.
+
+    Example: liaison agency remove SE-NOA
+    """
+    settings = bus_settings()
+    outcome = run(lambda: onboarding.remove_agency(settings, code), doing=f"removing {code}",
+                  timeout_s=timeout, settings=settings, message=f"removing {code}", json=json)
+    _report(outcome, json=json)

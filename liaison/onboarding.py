@@ -1,0 +1,275 @@
+"""Onboarding: an agency's topics and its directory entry, created, changed and removed on purpose.
+
+The directory lives in the compacted `bus.directory` topic (key `agency/<CODE>`, value the
+`Agency.to_entry()` JSON, a tombstone to delete). Every operation reads the current entries, works
+out the change as a pure function (unit-tested without Kafka), and writes only what differs, so
+running it twice changes nothing the second time.
+
+Kafka principals and ACLs are not managed yet: `AccessControl` is where they will be plugged in.
+Until then the cluster's own authorisation applies and nothing here pretends otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from liaison.core.settings import KafkaSettings
+from liaison.directory import Agency, AgencyStatus, Directory, check_agency_code
+from liaison.directory_feed import publish_entries
+from liaison.errors import ConfigError
+from liaison.kafka_admin import ensure_topics
+from liaison.sdk.client import TopicMissing, kafka_faults
+from liaison.table import CompactedTable
+
+Entries = Mapping[str, Any]
+DirectoryChange = Literal["added", "updated", "suspended", "resumed", "removed", "unchanged"]
+
+
+def agency_key(code: str) -> str:
+    """The `bus.directory` key of an agency's entry, as `Directory.entries()` names it."""
+    return f"agency/{code}"
+
+
+# -- access control: the hook for Kafka principals and ACLs ---------------------------------------
+class AccessControl(Protocol):
+    """Gives an agency's principal write access to its outboxes and read access to its inboxes."""
+
+    async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
+        """Create or confirm the principal and ACLs; return what was done, one line each."""
+        ...
+
+    async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
+        """Remove the agency's ACLs (the topics stay); return what was done."""
+        ...
+
+
+class NoAccessControl:
+    """The default until ACLs are implemented: changes nothing and says so."""
+
+    NOTE = ("no Kafka principal or ACLs were created (not managed by Liaison yet): the cluster's own "
+            "authorisation decides who may read and write these topics")
+
+    async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
+        return [self.NOTE]
+
+    async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
+        return ["no Kafka ACLs to remove (not managed by Liaison yet)"]
+
+
+# -- the pure part -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What one operation writes to the directory (nothing when `entry` is unchanged)."""
+
+    code: str
+    change: DirectoryChange
+    entry: dict[str, Any] | None  # the value to write; None for a tombstone
+    notes: tuple[str, ...] = ()
+    changed_fields: tuple[str, ...] = ()
+
+    @property
+    def writes(self) -> bool:
+        return self.change != "unchanged"
+
+
+def current_directory(entries: Entries) -> Directory:
+    return Directory.from_entries(entries)
+
+
+def plan_add(entries: Entries, code: str, *, name: str, country: str, groups: Iterable[str] = (),
+             clearances: Iterable[str] = (), hub: bool | None = None) -> Plan:
+    """The entry of a new or changed agency; status and hub flag are kept from an existing entry."""
+    code = check_agency_code(code.strip().upper(), "agency")
+    directory = current_directory(entries)
+    wanted_groups = frozenset(g.strip().upper() for g in groups)
+    standing = sorted(n for n, g in directory.groups.items() if g.kind == "STANDING")
+    for group in sorted(wanted_groups):
+        found = directory.group(group)
+        if found is None or found.kind != "STANDING":
+            why = "is a CASE group (its members are listed in the group itself)" if found is not None \
+                else "is not a group in the directory"
+            raise ConfigError(f"--group {group} {why}; standing groups: {', '.join(standing) or 'none'}")
+    if not name.strip():
+        raise ConfigError("--name must not be empty")
+    existing = directory.agency(code)
+    agency = Agency(code=code, name=name.strip(), country=country.strip().upper(), groups=wanted_groups,
+                    hub=existing.hub if hub is None and existing else bool(hub),
+                    status=existing.status if existing else "ACTIVE",
+                    clearances=frozenset(c.strip().upper() for c in clearances))
+    entry = agency.to_entry()
+    notes = []
+    if agency.status == "SUSPENDED":
+        notes.append(f"{code} is SUSPENDED: `liaison agency resume {code}` lets it send and receive")
+    if existing is None:
+        return Plan(code, "added", entry, tuple(notes))
+    before = existing.to_entry()
+    changed = tuple(k for k in entry if entry[k] != before.get(k))
+    return Plan(code, "updated" if changed else "unchanged", entry, tuple(notes), changed)
+
+
+def plan_status(entries: Entries, code: str, status: AgencyStatus) -> Plan:
+    """Suspend or resume an agency in the directory."""
+    code = check_agency_code(code.strip().upper(), "agency")
+    existing = _existing(entries, code)
+    if existing.status == status:
+        return Plan(code, "unchanged", existing.to_entry(), (f"{code} is already {status}",))
+    change: DirectoryChange = "suspended" if status == "SUSPENDED" else "resumed"
+    return Plan(code, change, replace(existing, status=status).to_entry(), (), ("status",))
+
+
+def plan_remove(entries: Entries, code: str) -> Plan:
+    """A tombstone for the agency's entry; what still names it is reported, not changed."""
+    code = check_agency_code(code.strip().upper(), "agency")
+    directory = current_directory(entries)
+    if directory.agency(code) is None:
+        return Plan(code, "unchanged", None, (f"{code} is not in the directory",))
+    notes = [f"still listed in case group {g.name}" for g in directory.groups.values() if code in g.members]
+    notes += [f"still a party to agreement {a.name}" for a in directory.agreements.values()
+              if code in a.parties]
+    return Plan(code, "removed", None, tuple(notes))
+
+
+def _existing(entries: Entries, code: str) -> Agency:
+    found = current_directory(entries).agency(code)
+    if found is None:
+        raise ConfigError(f"{code} is not in the directory: `liaison agency list` shows who is, "
+                          f"`liaison agency add {code} ...` onboards it")
+    return found
+
+
+# -- the Kafka part ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """What an onboarding command changed, for the operator."""
+
+    code: str
+    directory: DirectoryChange
+    topics_created: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    changed_fields: tuple[str, ...] = ()
+    access: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.topics_created) or self.directory != "unchanged"
+
+    def summary(self) -> str:
+        """One line: `created 7 topics, directory entry added`, or `nothing to change`."""
+        parts = []
+        if self.topics_created:
+            n = len(self.topics_created)
+            parts.append(f"created {n} topic{'s' if n != 1 else ''}")
+        if self.directory != "unchanged":
+            what = {"added": "directory entry added", "removed": "directory entry removed",
+                    "updated": f"directory entry updated ({', '.join(self.changed_fields)})",
+                    "suspended": "suspended", "resumed": "resumed"}[self.directory]
+            parts.append(what)
+        return ", ".join(parts) if parts else "nothing to change"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "changed": self.changed, "summary": self.summary(),
+                "directory": self.directory, "changed_fields": list(self.changed_fields),
+                "topics_created": list(self.topics_created), "notes": list(self.notes),
+                "access": list(self.access)}
+
+
+async def read_entries(settings: KafkaSettings, *, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The current `bus.directory` entries (tombstoned ones gone)."""
+    await _require_topics(settings, [settings.topics.directory])
+    table = CompactedTable(settings, settings.topics.directory)
+    async with kafka_faults(settings, "reading the directory"):
+        try:
+            await table.start(timeout_s=timeout_s)
+            return dict(table.items)
+        finally:
+            await table.stop()
+
+
+async def existing_topics(settings: KafkaSettings) -> set[str]:
+    admin = AIOKafkaAdminClient(**settings.kafka_kwargs())
+    async with kafka_faults(settings, "listing topics"):
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+
+async def _require_topics(settings: KafkaSettings, topics: list[str]) -> None:
+    present = await existing_topics(settings)
+    missing = [t for t in topics if t not in present]
+    if missing:
+        raise TopicMissing(f"{', '.join(missing)} does not exist: provision the bus first (`liaison up`), "
+                           "or check LIAISON_TOPIC_PREFIX")
+
+
+async def _write(settings: KafkaSettings, plan: Plan) -> None:
+    if plan.writes:
+        async with kafka_faults(settings, "writing the directory"):
+            await publish_entries(settings, {agency_key(plan.code): plan.entry})
+
+
+async def add_agency(settings: KafkaSettings, code: str, *, name: str, country: str,
+                     groups: Iterable[str] = (), clearances: Iterable[str] = (), hub: bool | None = None,
+                     partitions: int = 1, replication: int = 1,
+                     access: AccessControl | None = None) -> Outcome:
+    """Create the agency's topics and publish its directory entry; idempotent."""
+    if partitions < 1 or replication < 1:
+        raise ConfigError("--partitions and --replication must be at least 1")
+    plan = plan_add(await read_entries(settings), code, name=name, country=country, groups=groups,
+                    clearances=clearances, hub=hub)
+    specs = settings.topics.agency_topic_specs(plan.code, partitions=partitions)
+    async with kafka_faults(settings, f"creating the topics of {plan.code}"):
+        created = await ensure_topics(settings, specs, replication=replication)
+    granted = await (access or NoAccessControl()).grant(settings, plan.code)
+    await _write(settings, plan)
+    return Outcome(plan.code, plan.change, tuple(created), plan.notes, plan.changed_fields, tuple(granted))
+
+
+async def set_status(settings: KafkaSettings, code: str, status: AgencyStatus) -> Outcome:
+    """Suspend (it sends and receives nothing) or resume an agency."""
+    plan = plan_status(await read_entries(settings), code, status)
+    await _write(settings, plan)
+    return Outcome(plan.code, plan.change, notes=plan.notes if not plan.writes else ())
+
+
+async def remove_agency(settings: KafkaSettings, code: str, *, access: AccessControl | None = None,
+                        ) -> Outcome:
+    """Delete the directory entry; the agency's topics and the audit trail are kept."""
+    plan = plan_remove(await read_entries(settings), code)
+    revoked: list[str] = []
+    if plan.writes:
+        revoked = await (access or NoAccessControl()).revoke(settings, plan.code)
+    await _write(settings, plan)
+    kept = (f"its {len(settings.topics.agency_topics(plan.code))} topics and the audit trail are kept "
+            "(delete the topics with your Kafka tools if its data must go)",) if plan.writes else ()
+    return Outcome(plan.code, plan.change, notes=plan.notes + kept, access=tuple(revoked))
+
+
+@dataclass(frozen=True)
+class AgencyView:
+    agency: Agency
+    topics: dict[str, bool]  # topic name -> exists
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.agency.to_entry(), "topics": self.topics}
+
+
+async def list_agencies(settings: KafkaSettings) -> list[AgencyView]:
+    """Every agency in the directory, with which of its topics exist."""
+    entries = await read_entries(settings)
+    present = await existing_topics(settings)
+    directory = current_directory(entries)
+    return [AgencyView(a, {t: t in present for t in settings.topics.agency_topics(a.code)})
+            for _, a in sorted(directory.agencies.items())]
+
+
+async def show_agency(settings: KafkaSettings, code: str) -> AgencyView:
+    code = check_agency_code(code.strip().upper(), "agency")
+    agency = _existing(await read_entries(settings), code)
+    present = await existing_topics(settings)
+    return AgencyView(agency, {t: t in present for t in settings.topics.agency_topics(code)})
