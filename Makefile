@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 JARS   := .cache/kafka/jars
 KAFKA_STAMP := .cache/kafka/.copied
 
-.PHONY: setup kafka prereqs test unit integration contract lint typecheck up down status demo bench clean
+.PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench clean
 
 setup: $(STAMP)   ## the project and its dev tools in .venv/ (editable)
 
@@ -23,6 +23,12 @@ prereqs:          ## Java 17+ and Maven, from Debian's packages when missing
 	  echo "installing Java and Maven (apt-get)"; \
 	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
 
+prereqs-prometheus:   ## promtool, which checks and unit-tests deploy/prometheus/, from Debian's package when missing
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing Prometheus for its promtool (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 kafka: $(KAFKA_STAMP)   ## the broker's jars from Maven Central, copied once
 
 $(KAFKA_STAMP): deploy/kafka/pom.xml | prereqs
@@ -37,10 +43,10 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup prereqs-prometheus
 	$(PY) -m pytest tests/unit
 
-test: setup kafka lint typecheck   ## ruff, mypy, and every test (a real broker is started by the suite)
+test: setup kafka prereqs-prometheus lint typecheck   ## ruff, mypy, and every test (a real broker is started by the suite)
 	$(PY) -m pytest
 
 up: setup kafka   ## the broker and every bus service, in the background

@@ -42,6 +42,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 env={"LIAISON_REGISTRY_PORT": "8081"}, ready_url="http://127.0.0.1:8081/subjects"),
     ServiceSpec("router", "services.router", metrics_port=9182,
                 ready_url="http://127.0.0.1:9182/metrics"),
+    ServiceSpec("deadlines", "services.deadlines", metrics_port=9183,
+                ready_url="http://127.0.0.1:9183/metrics"),
 )
 
 

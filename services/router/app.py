@@ -31,12 +31,15 @@ from liaison.kafka_admin import ensure_topics
 from liaison.policy import load_policy
 from liaison.registry_client import RegistryClient
 from liaison.table import json_bytes
+from liaison.topics import FAMILIES
 from services.router.metrics import RouterMetrics
 from services.router.pipeline import BatchOutcome, Pipeline, Source, decode_error_code
 from services.router.settings import RouterSettings
 from services.router.state import RouterState
 
 log = structlog.get_logger(__name__)
+
+LAG_INTERVAL_S = 5.0  # how often the consumer-lag gauge is measured
 
 
 class Router:
@@ -64,6 +67,8 @@ class Router:
         self._lock = asyncio.Lock()
         self._pipeline: Pipeline | None = None
         self._started = False
+        self.lag_interval_s = LAG_INTERVAL_S
+        self._lag_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,11 +103,17 @@ class Router:
         )
         await self._consumer.start()
         self._consumer.subscribe(pattern=self.settings.topics.outbox_pattern, listener=_Rebalance(self))
+        self._lag_task = asyncio.create_task(self._measure_lag(self._consumer))
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
+        lag_task, self._lag_task = self._lag_task, None
+        if lag_task is not None:
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
         # run() has returned, so no transaction is open. Leaving the group revokes our
         # partitions (their producers stop in _revoked); then stop whatever is left.
         if self._consumer is not None:
@@ -155,6 +166,40 @@ class Router:
                 if producer is not None:
                     await producer.stop()
             self.metrics.partitions.set(len(self._producers))
+
+    # -- consumer lag ---------------------------------------------------------------------------
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Every few seconds, per topic family: records in owned outbox partitions not routed yet.
+
+        The end is the last stable offset (we read committed); the progress is the committed
+        offset while a batch is in flight, else the fetch position (which also steps over
+        transaction markers). Nothing is measured during a rebalance, when fetched records may
+        belong to no batch yet.
+        """
+        while True:
+            if self._settled.is_set():
+                await self._measure_lag_once(consumer)
+            await asyncio.sleep(self.lag_interval_s)
+
+    async def _measure_lag_once(self, consumer: AIOKafkaConsumer) -> None:
+        lag = dict.fromkeys(FAMILIES.values(), 0)
+        try:
+            async with asyncio.timeout(self.lag_interval_s + 5):
+                owned = [tp for tp in consumer.assignment() if tp in self._next]
+                ends = await consumer.end_offsets(owned) if owned else {}
+                for tp, end in ends.items():
+                    parsed = self.settings.topics.parse_outbox(tp.topic)
+                    position = await consumer.position(tp)  # may yield: check "busy" after it
+                    busy = tp in self._inflight or tp in self._pending
+                    done = self._next.get(tp) if busy else position
+                    if parsed is not None and done is not None:
+                        lag[FAMILIES[parsed[0]]] += max(0, end - done)
+        except (KafkaError, TimeoutError) as exc:  # a rebalance or a slow broker: measure again later
+            log.debug("consumer lag not measured", error=str(exc) or type(exc).__name__)
+            return
+        if self._settled.is_set():
+            for family, records in lag.items():
+                self.metrics.lag.labels(family).set(records)
 
     # -- the loop -------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownSignal) -> None:

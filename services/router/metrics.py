@@ -1,8 +1,25 @@
-"""The router's Prometheus metrics, on an injected registry (labels with few values only)."""
+"""The router's Prometheus metrics, on an injected registry (labels with few values only).
+
+Label values that are known in advance (message types, outcomes, reason and error codes, topic
+families) are created at zero, so that `increase()` and `rate()` in alerting rules see the first
+event of a series instead of only the ones after it.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from liaison.policy.reasons import REASONS, REJECTIONS
+from liaison.schemas import MESSAGE_TYPES
+from liaison.topics import FAMILIES
+
+OUTCOMES = ("DELIVER", "DENY", "HOLD")
+TRANSACTION_RESULTS = ("committed", "aborted", "fenced")
+DECODE_ERRORS = ("BAD_MAGIC_BYTE", "TRUNCATED", "SCHEMA_MISMATCH", "UNKNOWN_SCHEMA_ID",
+                 "WRONG_TOPIC_TYPE", "UNDECODABLE")
+DENIAL_REASONS = tuple(sorted(set(REASONS) - REJECTIONS - {"FOR_REVIEW"}))
+"""Reason codes of DENY and HOLD decisions; whole-message rejections are counted as dead letters."""
+DEAD_LETTER_ERRORS = (*DECODE_ERRORS, *sorted(REJECTIONS))
 
 
 class RouterMetrics:
@@ -25,3 +42,18 @@ class RouterMetrics:
                                registry=registry)
         self.partitions = Gauge("liaison_router_assigned_partitions", "Outbox partitions owned.",
                                 registry=registry)
+        self.lag = Gauge("liaison_router_consumer_lag",
+                         "Records in this instance's outbox partitions not routed yet, by topic family "
+                         "(alerts, queries, replies).", ["family"], registry=registry)
+        for message_type in MESSAGE_TYPES:
+            for outcome in OUTCOMES:
+                self.routed.labels(message_type, outcome)
+        for reason in DENIAL_REASONS:
+            self.denials.labels(reason)
+        for error in DEAD_LETTER_ERRORS:
+            self.dead_letters.labels(error)
+        for result in TRANSACTION_RESULTS:
+            self.commits.labels(result)
+        for family in FAMILIES.values():
+            self.lag.labels(family).set(0)
+
