@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from liaison.codec import Codec
 from liaison.contract import ready_codec
+from liaison.core.lifecycle import AsyncResource
 from liaison.core.settings import KafkaSettings
 from liaison.errors import DecodeError, LiaisonError
 from liaison.registry_client import RegistryClient
@@ -45,7 +45,7 @@ class Item:
     error: str | None = None  # why it could not be decoded
 
 
-class TopicScan:
+class TopicScan(AsyncResource):
     """Reads topics from the beginning with no consumer group; decodes with the registry's schemas."""
 
     def __init__(self, settings: KafkaSettings, topics: Sequence[str], *, codec: Codec | None = None,
@@ -92,14 +92,6 @@ class TopicScan:
             await self._registry.close()
             self._registry = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def codec(self) -> Codec:

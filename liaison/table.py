@@ -12,12 +12,12 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from liaison.core.lifecycle import AsyncResource
 from liaison.core.settings import KafkaSettings
 from liaison.errors import BrokerUnavailable
 
@@ -34,7 +34,7 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
-class CompactedTable:
+class CompactedTable(AsyncResource):
     """Latest value per key of one compacted topic; tombstones delete the key."""
 
     def __init__(self, settings: KafkaSettings, topic: str, *, decode: Decoder = json_value,
@@ -89,14 +89,6 @@ class CompactedTable:
             await self._consumer.stop()
             self._consumer = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def put_local(self, key: str, value: Any) -> None:
         """Apply a write this process just committed, before the topic echoes it back."""

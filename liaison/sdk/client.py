@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from liaison.codec import Codec, UnknownSchemaId
 from liaison.contract import learn_unknown, ready_codec
+from liaison.core.lifecycle import AsyncResource
 from liaison.core.settings import KafkaSettings
 from liaison.directory import check_agency_code
 from liaison.errors import BrokerUnavailable, DecodeError, LiaisonError
@@ -262,7 +263,7 @@ class Subscription(Generic[T]):
 
 
 # -- the client -----------------------------------------------------------------------------------
-class AgencyClient:
+class AgencyClient(AsyncResource):
     """One agency's connection to the bus: its outboxes to write, its inboxes and receipts to read.
 
     Args:
@@ -319,14 +320,6 @@ class AgencyClient:
         if registry is not None:
             await registry.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def __del__(self) -> None:
         if getattr(self, "_producer", None) is not None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import Any, Self
+from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from liaison.core.lifecycle import AsyncResource
 from liaison.core.metrics import MetricsServer
 from liaison.core.runner import ShutdownSignal
 from liaison.errors import ConfigError
@@ -23,7 +24,7 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_GRACE_S = 10.0  # in-flight requests get this long to finish on stop
 
 
-class RegistryServer:
+class RegistryServer(AsyncResource):
     """The store and the HTTP server as one resource; port 0 picks a free port, known after start()."""
 
     def __init__(self, settings: RegistrySettings, *, registry: CollectorRegistry | None = None) -> None:
@@ -76,12 +77,6 @@ class RegistryServer:
         self._port = None
         await self.store.stop()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
 
 async def run(settings: RegistrySettings, shutdown: ShutdownSignal) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Self
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
+from liaison.core.lifecycle import AsyncResource
 from liaison.errors import BrokerUnavailable, ConfigError, DecodeError, RegistryStoreError
 from services.registry.compat import (
     AvroSchema,
@@ -65,7 +66,7 @@ def schema_not_found(schema_id: int | None = None) -> Refusal:
     return Refusal(404, 40403, "Schema not found" if schema_id is None else f"Schema {schema_id} not found")
 
 
-class SchemaStore:
+class SchemaStore(AsyncResource):
     """The in-memory `RegistryState` plus the Kafka clients that fill it and write through it."""
 
     def __init__(self, settings: RegistrySettings, *,
@@ -141,12 +142,6 @@ class SchemaStore:
                 await consumer.stop()
         self._offsets = self._consumer = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def watch(self) -> None:
         """Return (or raise RegistryStoreError) only when following the topic stopped."""
