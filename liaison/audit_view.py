@@ -22,6 +22,7 @@ from liaison.errors import DecodeError, LiaisonError
 from liaison.registry_client import RegistryClient
 from liaison.sdk.builders import MessageError
 from liaison.sdk.client import decode_learning, kafka_faults, message_key, partitions_of
+from liaison.table import CompactedTable
 
 Record = dict[str, Any]
 
@@ -176,6 +177,25 @@ async def case_thread(settings: KafkaSettings, case_id: str) -> list[Record]:
     return rows
 
 
+async def query_states(settings: KafkaSettings, query_ids: Sequence[str]) -> dict[str, Record]:
+    """The lifecycle records (`bus.queries`) of these queries: deadline, state, answers, timers."""
+    if not query_ids:
+        return {}
+    async with CompactedTable(settings, settings.topics.queries) as table:
+        return {qid: table.items[qid] for qid in query_ids if qid in table.items}
+
+
+def query_row(state: Record) -> Record:
+    """What an operator reads about a query's lifecycle."""
+    answers = state.get("answers") or {}
+    return {
+        "query_id": state["query_id"], "requester": state["requester"],
+        "requested": list(state["requested"]), "deadline": state["deadline"], "state": state["state"],
+        "answered": sorted(answers), "overdue": list(state.get("overdue") or []),
+        "reminded": list(state.get("reminded") or []), "closed_at": state.get("closed_at"),
+    }
+
+
 @dataclass
 class Trace:
     """Everything the bus recorded about one message."""
@@ -184,6 +204,7 @@ class Trace:
     decisions: list[Record] = field(default_factory=list)  # audit records about it
     dead_letters: list[Record] = field(default_factory=list)  # it, refused whole
     related: list[Record] = field(default_factory=list)  # decisions about replies to it or copies of it
+    query: Record | None = None  # its lifecycle, when it is a query
 
     @property
     def found(self) -> bool:
@@ -191,7 +212,7 @@ class Trace:
 
     def to_dict(self) -> Record:
         return {"message_id": self.message_id, "decisions": self.decisions,
-                "dead_letters": self.dead_letters, "related": self.related}
+                "dead_letters": self.dead_letters, "related": self.related, "query": self.query}
 
 
 async def trace_message(settings: KafkaSettings, message_id: str) -> Trace:
@@ -213,6 +234,9 @@ async def trace_message(settings: KafkaSettings, message_id: str) -> Trace:
                 if message_id in (view["message_id"], rec["dead_letter_id"]):
                     out.dead_letters.append(view)
     out.decisions.sort(key=lambda r: (r["decided_at"], r["recipient"] or ""))
+    if any(d["message_type"] == "Query" for d in out.decisions):
+        states = await query_states(settings, [message_id])
+        out.query = query_row(states[message_id]) if message_id in states else None
     out.related.sort(key=lambda r: (r["decided_at"], r["message_id"], r["recipient"] or ""))
     return out
 

@@ -12,7 +12,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from liaison.audit_view import case_thread, dead_letters, find_dead_letter, ms_to_text, replay, trace_message
+from liaison.audit_view import (
+    case_thread,
+    dead_letters,
+    find_dead_letter,
+    ms_to_text,
+    query_row,
+    query_states,
+    replay,
+    trace_message,
+)
 from liaison.cli.messages import (
     DEFAULT_TIMEOUT_S,
     JsonOpt,
@@ -61,6 +70,13 @@ def case(case_id: Annotated[str, typer.Argument(metavar="CASE_ID", help="The cas
         not_found(f"no routing decision about case {case_id} on this bus", json=json)
     table(Out(json=json), f"case {case_id}", _DECISION_COLUMNS, [_decision_cells(r) for r in rows],
                          records=rows)
+    if not json:
+        query_ids = sorted({r["message_id"] for r in rows if r["message_type"] == "Query"})
+        states = run(lambda: query_states(settings, query_ids), doing="reading the queries' state",
+                     timeout_s=timeout, settings=settings, message="reading bus.queries", json=json)
+        if states:
+            table(Out(), "queries: deadline and state", _QUERY_COLUMNS,
+                  [_query_cells(query_row(s)) for s in states.values()])
 
 
 def trace(message_id: Annotated[str, typer.Argument(metavar="MESSAGE_ID", help="The message id.")], *,
@@ -88,6 +104,16 @@ def trace(message_id: Annotated[str, typer.Argument(metavar="MESSAGE_ID", help="
     if found.related:
         table(out, "answers and onward copies", _DECISION_COLUMNS,
               [_decision_cells(r) for r in found.related])
+    if found.query:
+        table(out, "query: deadline and state", _QUERY_COLUMNS, [_query_cells(found.query)])
+
+
+_QUERY_COLUMNS = ["query", "from", "to", "deadline", "state", "answered by", "overdue"]
+
+
+def _query_cells(row: Record) -> list[str]:
+    return [row["query_id"], row["requester"], ", ".join(row["requested"]), ms_to_text(row["deadline"]),
+            styled(row["state"]), ", ".join(row["answered"]) or "-", ", ".join(row["overdue"]) or "-"]
 
 
 # == dead letters ==================================================================================

@@ -509,6 +509,8 @@ def send_query(
         "--deadline", metavar="TIME", help="When the answer is due: ISO 8601, epoch ms, or 8h.")] = None,
     urgency_ground: Annotated[str | None, typer.Option("--urgency-ground",
                                                        help="Needed with --priority URGENT.")] = None,
+    accessibility: Annotated[str | None, typer.Option(
+        "--accessibility", help="DIRECT or INDIRECT (default): sets an urgent query's deadline.")] = None,
     criteria: Annotated[list[str] | None, typer.Option("--criterion", metavar="KEY=VALUE",
                                                        help="A search criterion; repeat.")] = None,
     subject: SubjectOpt = None, reference: ReferenceOpt = None,
@@ -523,7 +525,7 @@ def send_query(
                             categories=categories, priority=priority, purpose=purpose,
                             legal_basis=legal_basis, derived_from=derived_from, expires=expires)
     flags.update(question=question, kind=kind, deadline=deadline, urgency_ground=urgency_ground,
-                 criteria=criteria, subject=subject, reference=reference)
+                 accessibility=accessibility, criteria=criteria, subject=subject, reference=reference)
     _send("Query", file, flags, wait=wait, timeout=timeout, json=json)
 
 

@@ -54,6 +54,8 @@ async def test_case_shows_the_thread_of_a_case(bus: Bus) -> None:
     assert table.code == 0, table.err
     assert "RESTRICTED_BY_ORIGINATOR" in table.out
     assert q["envelope"]["message_id"] in table.out
+    assert "answered by" in table.out  # the query's lifecycle, from bus.queries
+    assert "ANSWERED" in table.out
 
     missing = await cli("case", "CASE-NEVER", "--json", settings=bus.settings)
     assert missing.code == 1
@@ -77,6 +79,9 @@ async def test_trace_shows_every_decision_and_the_answers(bus: Bus) -> None:
     assert [(x["message_id"], x["recipient"]) for x in found["related"]] == [
         (r["envelope"]["message_id"], "NL-KLPD")]
     assert found["dead_letters"] == []
+    assert found["query"]["deadline"] == q["deadline"]
+    assert found["query"]["requested"] == ["DE-BKA"]  # ES-CNP never received it: nothing to await
+    assert found["query"]["state"] == "ANSWERED"
 
     missing = await cli("trace", "00000000-0000-4000-8000-000000000000", settings=bus.settings)
     assert missing.code == 1
