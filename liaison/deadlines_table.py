@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from liaison.core.files import read_config
 from liaison.errors import ConfigError
 from liaison.local.paths import REPO_ROOT
 
@@ -47,8 +48,8 @@ class DeadlineTable:
     @classmethod
     def from_file(cls, path: Path) -> DeadlineTable:
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            raw = yaml.safe_load(read_config(path, "deadlines")) or {}
+        except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         urgent = raw.get("urgent") or {}
         base = cls()

@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from liaison.core.files import read_config
 from liaison.errors import ConfigError
 
 _ISO_TEXT = (
@@ -297,12 +298,7 @@ class Directory:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Directory:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read directory file {path}: {exc.strerror}") from None
-        return cls.from_yaml(text, source=str(path))
+        return cls.from_yaml(read_config(path, "directory"), source=str(path))
 
 
 # -- parsing helpers ------------------------------------------------------------------------------

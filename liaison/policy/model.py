@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import yaml
 
+from liaison.core.files import read_config
 from liaison.directory import check_agency_code
 from liaison.errors import ConfigError
 
@@ -248,12 +249,7 @@ class PolicyConfig:
 
 def load_policy(path: str | Path) -> PolicyConfig:
     """Read and check a policy file (`deploy/policy.yaml`)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from None
-    return PolicyConfig.from_yaml(text, source=str(path))
+    return PolicyConfig.from_yaml(read_config(path, "policy"), source=str(path))
 
 
 def _section(raw: object, where: str, allowed: set[str]) -> Mapping[str, Any]:
