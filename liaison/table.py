@@ -38,8 +38,13 @@ class CompactedTable(AsyncResource):
     """Latest value per key of one compacted topic; tombstones delete the key."""
 
     def __init__(self, settings: KafkaSettings, topic: str, *, decode: Decoder = json_value,
-                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_change: Callable[[dict[str, Any]], None] | None = None, lazy: bool = False) -> None:
+        """With `lazy`, the table reads the topic at start and then only in `wait_caught_up()`:
+        for a writer whose own writes reach it through `put_local`, so that it does not read
+        them all back, and which asks for the others' writes when it misses a key."""
         self.topic = topic
+        self._lazy = lazy
+        self._catching_up = 0
         self.items: dict[str, Any] = {}
         self._settings = settings
         self._decode = decode
@@ -62,7 +67,10 @@ class CompactedTable(AsyncResource):
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._follow(), name=f"table:{self.topic}")
-        await self.wait_caught_up(timeout_s=timeout_s)
+        if self._lazy:  # read to the end once (wait_caught_up resumes), then stay paused
+            self._consumer.pause(*partitions)
+        if not await self.wait_caught_up(timeout_s=timeout_s):
+            raise BrokerUnavailable(f"could not read {self.topic} to its end within {timeout_s:.0f} s")
 
     async def _partitions(self, timeout_s: float) -> list[TopicPartition]:
         assert self._consumer is not None
@@ -127,16 +135,27 @@ class CompactedTable(AsyncResource):
 
     async def wait_caught_up(self, *, timeout_s: float = 10.0) -> bool:
         """Wait until the view holds every record committed before this call; False on timeout."""
-        assert self._consumer is not None
-        partitions = list(self._consumer.assignment())
-        targets = await self._consumer.end_offsets(partitions)
+        consumer = self._consumer
+        assert consumer is not None
+        partitions = list(consumer.assignment())
+        if self._lazy:
+            self._catching_up += 1
+            consumer.resume(*partitions)
+        try:
+            targets = await consumer.end_offsets(partitions)
 
-        def reached() -> bool:
-            return all(self._positions.get(tp, 0) >= end for tp, end in targets.items())
+            def reached() -> bool:
+                return all(self._positions.get(tp, 0) >= end for tp, end in targets.items())
 
-        async with self._advanced:
-            try:
-                await asyncio.wait_for(self._advanced.wait_for(reached), timeout_s)
-            except TimeoutError:
-                return False
-        return True
+            async with self._advanced:
+                try:
+                    await asyncio.wait_for(self._advanced.wait_for(reached), timeout_s)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            if self._lazy:
+                self._catching_up -= 1
+                if self._catching_up <= 0 and self._consumer is not None:
+                    self._catching_up = 0
+                    self._consumer.pause(*partitions)

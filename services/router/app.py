@@ -335,6 +335,7 @@ class Router:
             return
         if pipeline.unknown_references(record):
             # Another instance may have committed the cited message a moment ago.
+            self.metrics.catch_ups.inc()
             await self.state.catch_up(self.settings.catch_up_timeout_s)
         pipeline.route(src, message_type, record, out)
 

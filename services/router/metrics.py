@@ -42,6 +42,9 @@ class RouterMetrics:
                                registry=registry)
         self.partitions = Gauge("liaison_router_assigned_partitions", "Outbox partitions owned.",
                                 registry=registry)
+        self.catch_ups = Counter("liaison_router_state_catch_ups_total",
+                                 "Reads of the shared state on a message citing one not seen yet.",
+                                 registry=registry)
         self.lag = Gauge("liaison_router_consumer_lag",
                          "Records in this instance's outbox partitions not routed yet, by topic family "
                          "(alerts, queries, replies).", ["family"], registry=registry)

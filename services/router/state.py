@@ -50,7 +50,9 @@ class RouterState:
 
     def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str,
                  queries_topic: str) -> None:
-        self.routed = CompactedTable(settings, routed_topic)
+        # Routed messages are written once each; this instance's own arrive through put_local,
+        # the others' are read when a reply or onward copy cites one not seen yet.
+        self.routed = CompactedTable(settings, routed_topic, lazy=True)
         self.consents = CompactedTable(settings, consents_topic)
         self.queries = CompactedTable(settings, queries_topic)
         self._tables = (self.routed, self.consents, self.queries)

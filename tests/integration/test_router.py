@@ -6,6 +6,7 @@ from typing import Any
 
 from liaison.sdk import alert, envelope, query, reply
 from tests.bus_harness import Bus, running_bus
+from tests.kafka_helpers import eventually
 
 
 def _by_recipient(receipts: list[tuple[str, dict[str, Any]]], message_id: str) -> dict[str, dict[str, Any]]:
@@ -153,3 +154,30 @@ async def test_h2_information_is_passed_on_only_after_the_provider_consents(kafk
         await bus.send("Alert", again)
         delivered = await bus.read(bus.topics.inbox("Alert", "IT-PS"), 1)
         assert [r["envelope"]["message_id"] for _, r in delivered] == [again["envelope"]["message_id"]]
+
+
+async def test_two_routers_see_each_others_routed_messages(kafka_bootstrap: str) -> None:
+    """A reply routed by one instance finds the query another instance routed a moment before."""
+    # With the partitions split at random, ten pairs make it near certain (1 - 2**-10) that some
+    # reply is routed by the instance that did not route its query.
+    pairs = [("FR-PN", "DE-BKA"), ("NL-KLPD", "ES-CNP"), ("IT-PS", "PL-KGP"), ("DE-BKA", "FR-PN"),
+             ("ES-CNP", "IT-PS"), ("PL-KGP", "NL-KLPD"), ("FR-GN", "NL-KLPD"), ("US-FBI", "DE-BKA"),
+             ("JP-NPA", "US-FBI"), ("SG-SPF", "MY-PDRM")]
+    async with running_bus(kafka_bootstrap) as bus:
+        await bus.start_router()  # a second instance in the same group: partitions are split
+
+        async def owned() -> list[int]:
+            return [len(router._producers) for router, _, _ in bus.routers]
+
+        await eventually(owned, lambda counts: all(counts) and sum(counts) == 45, timeout_s=60)
+        for asker, answerer in pairs:
+            q = query(envelope(asker, to=[answerer], case_id=f"X-{asker}"), "Known?")
+            await bus.send("Query", q)
+            await bus.read(bus.topics.inbox("Query", answerer), 1)
+            await bus.send("Reply", reply(envelope(answerer, correlation_id=q["envelope"]["message_id"],
+                                                   case_id=f"X-{asker}"), "NO_HIT"))
+        for asker, answerer in pairs:
+            replies = await bus.read(bus.topics.inbox("Reply", asker), 1)
+            assert [r["envelope"]["originator"] for _, r in replies] == [answerer]
+        catch_ups = [router.metrics.catch_ups._value.get() for router, _, _ in bus.routers]
+        assert sum(catch_ups) >= 1, "no reply was routed by the instance that had not routed its query"
