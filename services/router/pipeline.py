@@ -113,7 +113,9 @@ class Pipeline:
 
     # -- stage 2: decide and emit -----------------------------------------------------------------
     def dead_letter(self, src: Source, code: str, error: str, out: BatchOutcome, *,
-                    claimed: str | None = None) -> None:
+                    claimed: str | None = None, about: dict[str, Any] | None = None) -> None:
+        """Refuse a record whole; `about` is its envelope when it could be read, so that the
+        sender's REJECTED receipt names the message."""
         owner = self.topics.parse_outbox(src.topic)
         owner_code = owner[1] if owner else None
         letter = {
@@ -130,7 +132,8 @@ class Pipeline:
         if owner is not None:  # tell the sender its record was refused, without echoing it
             receipt = self._receipt(owner[1], "REJECTED", about=None, message_type=owner[0],
                                     recipient=None, reason_code=code, reason=error,
-                                    about_id=None, case_id=None)
+                                    about_id=about["message_id"] if about else None,
+                                    case_id=about["case_id"] if about else None)
             out.outputs.append(Output(self.topics.receipts(owner[1]), None, receipt))
 
     def route(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome) -> None:
@@ -142,7 +145,7 @@ class Pipeline:
             message_type, record, outbox_owner=owner[1], now_ms=now, state=self.state)
         if result.rejection is not None:
             self.dead_letter(src, result.rejection.code, result.rejection.reason, out,
-                             claimed=env.get("originator"))
+                             claimed=env.get("originator"), about=env)
             return
         key = _key(env)
         original = src.value

@@ -181,3 +181,14 @@ async def test_two_routers_see_each_others_routed_messages(kafka_bootstrap: str)
             assert [r["envelope"]["originator"] for _, r in replies] == [answerer]
         catch_ups = [router.metrics.catch_ups._value.get() for router, _, _ in bus.routers]
         assert sum(catch_ups) >= 1, "no reply was routed by the instance that had not routed its query"
+
+
+async def test_a_rejected_message_is_named_in_its_senders_receipt(kafka_bootstrap: str) -> None:
+    """A readable record refused whole (here: a reply to nothing) tells its sender which message."""
+    async with running_bus(kafka_bootstrap) as bus:
+        orphan = reply(envelope("DE-BKA", correlation_id="00000000-0000-4000-8000-000000000001",
+                                case_id="ORPHAN"), "NO_HIT")
+        await bus.send("Reply", orphan)
+        receipts = [r for _, r in await bus.read(bus.topics.receipts("DE-BKA"), 1)]
+        assert [(r["kind"], r["reason_code"], r["envelope"]["correlation_id"]) for r in receipts] == [
+            ("REJECTED", "UNKNOWN_CORRELATION", orphan["envelope"]["message_id"])]
