@@ -334,10 +334,21 @@ class Router:
             pipeline.dead_letter(src, decode_error_code(exc), str(exc), out)
             return
         if pipeline.unknown_references(record):
-            # Another instance may have committed the cited message a moment ago.
             self.metrics.catch_ups.inc()
-            await self.state.catch_up(self.settings.catch_up_timeout_s)
+            await self._catch_up_on(record)
         pipeline.route(src, message_type, record, out)
+
+    async def _catch_up_on(self, record: dict[str, Any]) -> None:
+        """Another instance may have committed the cited message a moment ago. Its transaction's
+        markers reach each partition separately, so the state topic can lag the inbox the replier
+        read it from by a few milliseconds: read up to date, and again, until it shows or time is up."""
+        assert self._pipeline is not None
+        deadline = time.monotonic() + self.settings.catch_up_timeout_s
+        while True:
+            await self.state.catch_up(max(0.1, deadline - time.monotonic()))
+            if not self._pipeline.unknown_references(record) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.05)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

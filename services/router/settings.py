@@ -23,5 +23,5 @@ class RouterSettings(ServiceSettings):
         default=20, ge=1, description="Long-poll wait; short, since a resumed partition waits for it.")
     metadata_max_age_ms: int = Field(default=5000, ge=500, description="How soon new outboxes are seen.")
     session_timeout_ms: int = Field(default=10_000, ge=1000)
-    catch_up_timeout_s: float = Field(default=5.0, gt=0,
+    catch_up_timeout_s: float = Field(default=2.0, gt=0,
                                       description="How long to wait for the state view on an unknown id.")
