@@ -48,7 +48,6 @@ class SchemaMismatch(DecodeError):
     code = "SCHEMA_MISMATCH"
 
 
-DecodeError.code = "UNDECODABLE"  # type: ignore[attr-defined]  # the base code, for dead letters
 
 
 def strip_logical_types(node: Any) -> Any:

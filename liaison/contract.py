@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from liaison.codec import Codec, UnknownSchemaId
+from liaison.codec import Codec
 from liaison.registry_client import RegistryClient
 from liaison.schemas import COMPATIBILITY, RECORD_TYPES, SchemaCatalog, load_catalog, subject_for
 
@@ -58,4 +58,4 @@ async def learn_unknown(codec: Codec, client: RegistryClient, schema_id: int) ->
     return True
 
 
-__all__ = ["Registration", "UnknownSchemaId", "learn_unknown", "ready_codec", "register_all"]
+__all__ = ["Registration", "learn_unknown", "ready_codec", "register_all"]

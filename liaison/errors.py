@@ -29,6 +29,8 @@ class LocalBrokerError(LiaisonError):
 class DecodeError(LiaisonError, ValueError):
     """Bytes on the wire are not a record we can read; the record goes to the dead-letter topic."""
 
+    code = "UNDECODABLE"  # stable code on the dead letter; subclasses name the exact fault
+
 
 class SchemaError(LiaisonError, ValueError):
     """A schema is missing, malformed or incompatible."""

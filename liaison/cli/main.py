@@ -6,7 +6,7 @@ import asyncio
 import platform
 import sys
 import urllib.request
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from liaison.cli import top as top_cli
 from liaison.cli.output import Out, fail
 from liaison.core.settings import KafkaSettings, load
 from liaison.errors import LiaisonError
+
+if TYPE_CHECKING:
+    from liaison.local.stack import Status
 
 app = typer.Typer(
     name="liaison", cls=messages_cli.OneLineGroup, no_args_is_help=True, add_completion=False,
@@ -132,7 +135,7 @@ def status(json: JsonOpt = False) -> None:
     _print_status(Out(json=json), LocalStack().status())
 
 
-def _print_status(out: Out, rows: list) -> None:  # type: ignore[type-arg]  # list[Status]
+def _print_status(out: Out, rows: list[Status]) -> None:
     out.table(
         "local stack", ["name", "state", "pid", "address", "log"],
         [[r.name, "running" if r.pid else "stopped", str(r.pid or "-"), r.address, str(r.log)]

@@ -33,7 +33,7 @@ from liaison.registry_client import RegistryClient
 from liaison.table import json_bytes
 from liaison.topics import FAMILIES
 from services.router.metrics import RouterMetrics
-from services.router.pipeline import BatchOutcome, Pipeline, Source, decode_error_code
+from services.router.pipeline import BatchOutcome, Pipeline, Source
 from services.router.settings import RouterSettings
 from services.router.state import RouterState
 
@@ -331,7 +331,7 @@ class Router:
                     raise
                 message_type, record = pipeline.decode(src)
         except DecodeError as exc:
-            pipeline.dead_letter(src, decode_error_code(exc), str(exc), out)
+            pipeline.dead_letter(src, exc.code, str(exc), out)
             return
         if pipeline.unknown_references(record):
             self.metrics.catch_ups.inc()

@@ -291,6 +291,3 @@ class WrongType(DecodeError):
 
     code = "WRONG_TOPIC_TYPE"
 
-
-def decode_error_code(exc: DecodeError) -> str:
-    return str(getattr(exc, "code", "UNDECODABLE"))
