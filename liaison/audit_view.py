@@ -73,7 +73,7 @@ class TopicScan(AsyncResource):
                 self._consumer = consumer
                 self._partitions = await partitions_of(consumer, self.topics)
             if self._registry is None:
-                self._registry = RegistryClient(self.settings.registry_url)
+                self._registry = RegistryClient.from_settings(self.settings)
             if self._codec is None:
                 self._codec = await ready_codec(self._registry)
         except BaseException:
@@ -308,7 +308,7 @@ async def replay(settings: KafkaSettings, letter: Record, corrected: Record | No
                            "which is not an outbox of this bus: replay it by hand")
     message_type, agency = owner
     headers = [(k, v) for k, v in (letter.get("headers") or {}).items()]
-    async with RegistryClient(settings.registry_url) as registry:
+    async with RegistryClient.from_settings(settings) as registry:
         if corrected is None:
             value, key, message_id = letter["value"], letter["key"], None
         else:

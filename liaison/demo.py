@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from liaison.cli.output import Out
 from liaison.codec import Codec
 from liaison.contract import ready_codec
-from liaison.core.settings import KafkaSettings, load
+from liaison.core.settings import KafkaSettings
 from liaison.errors import LiaisonError
 from liaison.registry_client import RegistryClient
 from liaison.sdk import alert, envelope, query, reply
@@ -186,19 +189,75 @@ def _describe(step: Step, decisions: list[dict[str, Any]], out: Out) -> None:
                           f" {d['recipient']}{why}")
 
 
-async def play(settings: KafkaSettings, out: Out) -> None:
-    async with RegistryClient(settings.registry_url) as client:
+class Agencies:
+    """One producer per agency, each connected as that agency (its own credential when secured)."""
+
+    def __init__(self, settings_of: Callable[[str], KafkaSettings]) -> None:
+        self.settings_of = settings_of
+        self._producers: dict[str, AIOKafkaProducer] = {}
+
+    async def producer(self, code: str) -> AIOKafkaProducer:
+        if code not in self._producers:
+            producer = AIOKafkaProducer(**self.settings_of(code).kafka_kwargs(), enable_idempotence=True,
+                                        acks="all")
+            await producer.start()
+            self._producers[code] = producer
+        return self._producers[code]
+
+    async def close(self) -> None:
+        for producer in self._producers.values():
+            await producer.stop()
+
+
+async def _trespass(settings: KafkaSettings, out: Out) -> None:
+    """The broker itself refuses an agency what its ACLs do not allow (shown on a secured bus)."""
+    out.console.print("\n[bold]The broker enforces who may read and write (agencies log in with SCRAM "
+                      "over TLS)[/bold]")
+    names = settings.topics
+    consumer = AIOKafkaConsumer(names.inbox("Alert", "FR-PN"), **settings.kafka_kwargs(),
+                                group_id="US-FBI.peek", request_timeout_ms=10_000)
+    producer = AIOKafkaProducer(**settings.kafka_kwargs(), request_timeout_ms=10_000)
+    await producer.start()
+    attempts: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        (f"US-FBI reads France's inbox {names.inbox('Alert', 'FR-PN')}", consumer.start),
+        (f"US-FBI writes into Germany's outbox {names.outbox('Alert', 'DE-BKA')}",
+         lambda: producer.send_and_wait(names.outbox("Alert", "DE-BKA"), b"not allowed")),
+        (f"US-FBI writes into the audit trail {names.audit}",
+         lambda: producer.send_and_wait(names.audit, b"not allowed")),
+    ]
+    quiet = logging.getLogger("aiokafka")
+    was_level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # it logs each refusal we provoke on purpose
+    try:
+        for what, attempt in attempts:
+            try:
+                await attempt()
+                out.console.print(f"    [red]ALLOWED (misconfigured ACLs!)[/red] {what}")
+            except KafkaError as exc:
+                refused = f"{'refused by broker':<20}"
+                out.console.print(f"    [green]{refused}[/green] {what}: {type(exc).__name__}")
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        quiet.setLevel(was_level)
+
+
+async def play(settings: KafkaSettings, out: Out,
+               settings_of: Callable[[str], KafkaSettings] | None = None) -> None:
+    """The scenario; `settings` are the operator's (reading the audit), `settings_of` each agency's."""
+    async with RegistryClient.from_settings(settings) as client:
         codec = await ready_codec(client)
     observer = Observer(settings, codec)
     follower = asyncio.create_task(observer.follow(int(time.time() * 1000)))
-    producer = AIOKafkaProducer(**settings.kafka_kwargs(), enable_idempotence=True, acks="all")
-    await producer.start()
+    agencies = Agencies(settings_of or (lambda _code: settings))
     names = settings.topics
 
     async def send(step: Step) -> None:
         env = step.record["envelope"]
-        topic = names.outbox(step.message_type, step.outbox_of or env["originator"])
-        await producer.send_and_wait(topic, codec.encode(step.message_type, step.record),
+        sender = step.outbox_of or env["originator"]
+        producer = await agencies.producer(sender)
+        await producer.send_and_wait(names.outbox(step.message_type, sender),
+                                     codec.encode(step.message_type, step.record),
                                      key=str(env["case_id"] or env["message_id"]).encode())
 
     try:
@@ -206,7 +265,8 @@ async def play(settings: KafkaSettings, out: Out) -> None:
         first = _scenario_first()
         for step in first:
             await send(step)
-        await producer.send_and_wait(names.outbox("Query", "JP-NPA"), b"GET / HTTP/1.1 (not a record)")
+        await (await agencies.producer("JP-NPA")).send_and_wait(names.outbox("Query", "JP-NPA"),
+                                                                  b"GET / HTTP/1.1 (not a record)")
         for step in first:
             _describe(step, await observer.decided(step.message_id), out)
         follow = _follow_ups(first)
@@ -219,11 +279,13 @@ async def play(settings: KafkaSettings, out: Out) -> None:
         for letter in observer.dead_letters:
             out.console.print(f"    [red]{letter['error_code']:<20}[/red] from {letter['source_topic']}"
                               f" offset {letter['source_offset']}: {letter['error']}")
+        if settings_of is not None and settings.security_protocol != "PLAINTEXT":
+            await _trespass(settings_of("US-FBI"), out)
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-        await producer.stop()
+        await agencies.close()
 
 
 def run_demo(out: Out) -> None:
@@ -231,15 +293,20 @@ def run_demo(out: Out) -> None:
 
     started = time.monotonic()
     out.progress("starting the local broker, registry and router")
-    LocalStack().up()
-    settings = load(KafkaSettings)
+    stack = LocalStack()
+    stack.up()
+    mode = ("secured: SASL/SCRAM over TLS, ACLs deny by default" if stack.secure
+            else f"NOT secured ({'LIAISON_LOCAL_SECURE'}=false)")
     out.console.print("[bold]Liaison demo[/bold]: 15 agencies of 12 countries, an INTERPOL-style hub "
-                      "(INT-IPSG) and Europol (EU-EUROPOL), on a local Kafka broker.")
-    asyncio.run(play(settings, out))
+                      f"(INT-IPSG) and Europol (EU-EUROPOL), on a local Kafka broker ({mode}); "
+                      "each agency sends with its own credential.")
+    asyncio.run(play(stack.admin_settings(), out, stack.agency_settings))
     out.console.print(f"\nDone in {time.monotonic() - started:.0f} s. The bus is still running; after "
                       "`source .venv/bin/activate`, try:\n"
                       "  liaison status                      what runs, and where its logs are\n"
                       "  liaison inbox NL-KLPD               what the Netherlands received\n"
+                      "  LIAISON_CREDENTIALS=.run/secrets/NL-KLPD.env liaison inbox NL-KLPD\n"
+                      "                                      the same, logged in as the Netherlands\n"
                       "  liaison receipts FR-PN              what France was told about its messages\n"
                       "  liaison case FR-2026-0117           the whole Red Notice case, from the audit\n"
                       "  liaison deadletter list             the refused input and why\n"

@@ -5,14 +5,17 @@ The directory lives in the compacted `bus.directory` topic (key `agency/<CODE>`,
 out the change as a pure function (unit-tested without Kafka), and writes only what differs, so
 running it twice changes nothing the second time.
 
-Kafka principals and ACLs are not managed yet: `AccessControl` is where they will be plugged in.
-Until then the cluster's own authorisation applies and nothing here pretends otherwise.
+On a secured cluster each agency is also a Kafka principal: `KafkaAccessControl` gives it a SCRAM
+credential and exactly the ACLs of `liaison.security.acls.agency_grants`; suspending or removing it
+takes both away, resuming issues a new credential. On a plain-text cluster there is nothing to
+authenticate and `NoAccessControl` says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -23,6 +26,9 @@ from liaison.directory_feed import publish_entries
 from liaison.errors import ConfigError
 from liaison.kafka_admin import ensure_topics
 from liaison.sdk.client import TopicMissing, kafka_faults
+from liaison.security.acls import agency_grants
+from liaison.security.admin import SecurityAdmin
+from liaison.security.credentials import Credential, CredentialFiles, Endpoints, new_password
 from liaison.table import CompactedTable
 
 Entries = Mapping[str, Any]
@@ -34,7 +40,7 @@ def agency_key(code: str) -> str:
     return f"agency/{code}"
 
 
-# -- access control: the hook for Kafka principals and ACLs ---------------------------------------
+# -- access control: Kafka principals and ACLs ---------------------------------------------------
 class AccessControl(Protocol):
     """Gives an agency's principal write access to its outboxes and read access to its inboxes."""
 
@@ -43,21 +49,90 @@ class AccessControl(Protocol):
         ...
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
-        """Remove the agency's ACLs (the topics stay); return what was done."""
+        """Remove the agency's credential and ACLs (the topics stay); return what was done."""
+        ...
+
+    async def rotate(self, settings: KafkaSettings, code: str) -> list[str]:
+        """Replace the agency's password; the old one stops working for new connections."""
         ...
 
 
 class NoAccessControl:
-    """The default until ACLs are implemented: changes nothing and says so."""
+    """A plain-text cluster: nobody authenticates, so there is no principal to give ACLs to."""
 
-    NOTE = ("no Kafka principal or ACLs were created (not managed by Liaison yet): the cluster's own "
-            "authorisation decides who may read and write these topics")
+    NOTE = ("the cluster is not secured (LIAISON_SECURITY_PROTOCOL=PLAINTEXT): no credential or ACLs "
+            "were created, anyone who reaches the broker may read and write these topics")
 
     async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
         return [self.NOTE]
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
-        return ["no Kafka ACLs to remove (not managed by Liaison yet)"]
+        return ["no credential or ACLs to remove: the cluster is not secured"]
+
+    async def rotate(self, settings: KafkaSettings, code: str) -> list[str]:
+        raise ConfigError("the cluster is not secured (LIAISON_SECURITY_PROTOCOL=PLAINTEXT): "
+                          "there is no credential to rotate")
+
+
+class KafkaAccessControl:
+    """SCRAM credential and exactly the agency's ACLs, set through the admin's connection.
+
+    A new password goes to a credential file of mode 0600 in `files`, or, without `files`, into
+    the returned lines once (the caller shows it and keeps it nowhere). It is never logged.
+    """
+
+    def __init__(self, files: CredentialFiles | None) -> None:
+        self.files = files
+
+    def _deliver(self, settings: KafkaSettings, credential: Credential) -> str:
+        if self.files is None:
+            return (f"password of {credential.username}: {credential.password.get_secret_value()} "
+                    "(shown once: store it now)")
+        endpoints = Endpoints(settings.bootstrap_servers, settings.registry_url,
+                              Path(settings.ssl_cafile or ""))
+        path = self.files.write(credential, endpoints)
+        return f"credential of {credential.username} written to {path} (mode 0600)"
+
+    async def _new_credential(self, settings: KafkaSettings, admin: SecurityAdmin, code: str) -> str:
+        credential = Credential(code, new_password())
+        await admin.set_credentials([credential])
+        return self._deliver(settings, credential)
+
+    async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
+        admin = SecurityAdmin(settings)
+        async with kafka_faults(settings, f"granting {code} its ACLs"):
+            added, removed = await admin.set_grants(code, agency_grants(settings.topics, code))
+            lines = [f"ACLs of User:{code}: {len(added)} added, {len(removed)} removed"]
+            if code in await admin.users_with_credentials([code]):
+                lines.append(f"SCRAM credential of {code} kept (`liaison agency rotate {code}` replaces it)")
+            else:
+                lines.append("SCRAM credential created; " + await self._new_credential(settings, admin, code))
+        return lines
+
+    async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
+        admin = SecurityAdmin(settings)
+        async with kafka_faults(settings, f"revoking the access of {code}"):
+            acls = await admin.revoke_all(code)
+            had = await admin.delete_credential(code)
+        if self.files is not None:
+            self.files.remove(code)
+        return [f"{acls} ACLs of User:{code} deleted",
+                f"SCRAM credential of {code} {'deleted' if had else 'was already absent'}"]
+
+    async def rotate(self, settings: KafkaSettings, code: str) -> list[str]:
+        admin = SecurityAdmin(settings)
+        async with kafka_faults(settings, f"rotating the credential of {code}"):
+            if code not in await admin.users_with_credentials([code]):
+                raise ConfigError(f"{code} has no credential to rotate (suspended or never onboarded on "
+                                  f"this cluster): `liaison agency resume {code}` issues one")
+            return ["password replaced; " + await self._new_credential(settings, admin, code)]
+
+
+def access_control(settings: KafkaSettings, files: CredentialFiles | None) -> AccessControl:
+    """What the cluster behind `settings` needs: credentials and ACLs only when it authenticates."""
+    if settings.security_protocol.startswith("SASL"):
+        return KafkaAccessControl(files)
+    return NoAccessControl()
 
 
 # -- the pure part -------------------------------------------------------------------------------
@@ -230,11 +305,28 @@ async def add_agency(settings: KafkaSettings, code: str, *, name: str, country: 
     return Outcome(plan.code, plan.change, tuple(created), plan.notes, plan.changed_fields, tuple(granted))
 
 
-async def set_status(settings: KafkaSettings, code: str, status: AgencyStatus) -> Outcome:
-    """Suspend (it sends and receives nothing) or resume an agency."""
+async def set_status(settings: KafkaSettings, code: str, status: AgencyStatus, *,
+                     access: AccessControl | None = None) -> Outcome:
+    """Suspend (the router stops delivering, the broker stops letting it in) or resume an agency."""
     plan = plan_status(await read_entries(settings), code, status)
-    await _write(settings, plan)
-    return Outcome(plan.code, plan.change, notes=plan.notes if not plan.writes else ())
+    control = access or NoAccessControl()
+    done: list[str] = []
+    if status == "SUSPENDED":
+        await _write(settings, plan)
+        done = await control.revoke(settings, plan.code)
+    else:
+        done = await control.grant(settings, plan.code)
+        await _write(settings, plan)
+    return Outcome(plan.code, plan.change, notes=plan.notes if not plan.writes else (), access=tuple(done))
+
+
+async def rotate_credential(settings: KafkaSettings, code: str, *, access: AccessControl) -> Outcome:
+    """A new password for an active agency; the old one no longer logs in."""
+    code = check_agency_code(code.strip().upper(), "agency")
+    agency = _existing(await read_entries(settings), code)
+    if agency.status == "SUSPENDED":
+        raise ConfigError(f"{code} is SUSPENDED: `liaison agency resume {code}` issues a new credential")
+    return Outcome(code, "unchanged", access=tuple(await access.rotate(settings, code)))
 
 
 async def remove_agency(settings: KafkaSettings, code: str, *, access: AccessControl | None = None,

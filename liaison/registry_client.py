@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import ssl
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
 from liaison.errors import RegistryError
+
+if TYPE_CHECKING:
+    from liaison.core.settings import KafkaSettings
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -16,12 +20,19 @@ CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 class RegistryClient:
     """Register, look up and check schemas; one aiohttp session, closed by `close()`."""
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0,
-                 auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 10.0, auth: tuple[str, str] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._auth = aiohttp.BasicAuth(*auth) if auth else None
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings, *, timeout_s: float = 10.0) -> Self:
+        """The registry of `settings`, with its user, password and CA when the bus is secured."""
+        return cls(settings.registry_url, timeout_s=timeout_s, auth=settings.basic_auth(),
+                   ssl_context=settings.ssl_context())
 
     async def __aenter__(self) -> Self:
         return self
@@ -43,7 +54,7 @@ class RegistryClient:
         try:
             async with self._session.request(
                 method, f"{self.url}{path}", data=None if body is None else json.dumps(body),
-                headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
+                headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}, ssl=self._ssl,
             ) as resp:
                 text = await resp.text()
                 if resp.status == 404 and ok_missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,9 @@ from liaison.cli.messages import (
     table,
 )
 from liaison.cli.output import Out
+from liaison.core.settings import KafkaSettings
+from liaison.local.paths import secrets_dir
+from liaison.security.credentials import CredentialFiles
 
 app = typer.Typer(cls=OneLineGroup, no_args_is_help=True,
                   help="Onboard agencies: their topics and their entry in the bus directory.")
@@ -31,8 +35,21 @@ def _report(outcome: onboarding.Outcome, *, json: bool) -> None:
         emit_json(outcome.to_dict())
         return
     typer.echo(f"{outcome.code}: {outcome.summary()}")
-    for note in (*outcome.notes, *(outcome.access if outcome.changed else ())):
+    for note in outcome.notes:
         typer.echo(f"  note: {note}")
+    for line in outcome.access:
+        typer.echo(f"  access: {line}")
+
+
+CredentialsDirOpt = Annotated[Path | None, typer.Option(
+    "--credentials-dir", metavar="DIR", file_okay=False,
+    help="Where a new credential file goes (mode 0600); default: the local stack's secrets folder.")]
+PrintOpt = Annotated[bool, typer.Option(
+    "--print-credential", help="Show a new password once on stdout instead of writing a file.")]
+
+
+def _access(settings: KafkaSettings, directory: Path | None, show: bool) -> onboarding.AccessControl:
+    return onboarding.access_control(settings, None if show else CredentialFiles(directory or secrets_dir()))
 
 
 @app.command("add", cls=OneLineCommand)
@@ -52,18 +69,21 @@ def add(
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of each topic.")] = 1,
     replication: Annotated[int, typer.Option("--replication", min=1,
                                              help="Replication factor of each topic.")] = 1,
+    credentials_dir: CredentialsDirOpt = None, print_credential: PrintOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S * 3, json: JsonOpt = False,
 ) -> None:
     """Create an agency's 7 topics and publish its directory entry; running it again changes nothing.
 
-    Given again with other values, it updates the entry (status and hub flag are kept).
+    Given again with other values, it updates the entry (status and hub flag are kept). On a secured
+    cluster it also creates the agency's SCRAM credential and exactly its ACLs.
 
     Example: liaison agency add SE-NOA --country SE --name "Polisen NOA" --group EU --clearance DNA
     """
     settings = bus_settings()
     outcome = run(lambda: onboarding.add_agency(
         settings, code, name=name, country=country, groups=groups or (), clearances=clearances or (),
-        hub=hub, partitions=partitions, replication=replication),
+        hub=hub, partitions=partitions, replication=replication,
+        access=_access(settings, credentials_dir, print_credential)),
         doing=f"onboarding {code}", timeout_s=timeout, settings=settings, message=f"onboarding {code}",
         json=json)
     _report(outcome, json=json)
@@ -110,10 +130,12 @@ def show(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: Json
               [[t, "yes" if ok else "[red]MISSING[/red]"] for t, ok in view.topics.items()])
 
 
-def _status(code: str, status: str, *, timeout: float, json: bool) -> None:
+def _status(code: str, status: str, *, timeout: float, json: bool, credentials_dir: Path | None = None,
+            print_credential: bool = False) -> None:
     settings = bus_settings()
+    access = _access(settings, credentials_dir, print_credential)
     outcome = run(lambda: onboarding.set_status(settings, code, "SUSPENDED" if status == "SUSPENDED"
-                                                else "ACTIVE"),
+                                                else "ACTIVE", access=access),
                   doing=f"changing the status of {code}", timeout_s=timeout, settings=settings,
                   message=f"changing the status of {code}", json=json)
     _report(outcome, json=json)
@@ -123,18 +145,37 @@ def _status(code: str, status: str, *, timeout: float, json: bool) -> None:
 def suspend(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
     """Suspend an agency: the router refuses what it sends and delivers nothing to it.
 
+    On a secured cluster its credential and ACLs are deleted: the broker lets it in no more.
+
     Example: liaison agency suspend SE-NOA
     """
     _status(code, "SUSPENDED", timeout=timeout, json=json)
 
 
 @app.command("resume", cls=OneLineCommand)
-def resume(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
-    """Let a suspended agency send and receive again.
+def resume(code: AgencyArg, *, credentials_dir: CredentialsDirOpt = None, print_credential: PrintOpt = False,
+           timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
+    """Let a suspended agency send and receive again (with a new credential on a secured cluster).
 
     Example: liaison agency resume SE-NOA
     """
-    _status(code, "ACTIVE", timeout=timeout, json=json)
+    _status(code, "ACTIVE", timeout=timeout, json=json, credentials_dir=credentials_dir,
+            print_credential=print_credential)
+
+
+@app.command("rotate", cls=OneLineCommand)
+def rotate(code: AgencyArg, *, credentials_dir: CredentialsDirOpt = None, print_credential: PrintOpt = False,
+           timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
+    """Give an agency a new password; the old one no longer logs in (open connections keep going).
+
+    Example: liaison agency rotate SE-NOA --print-credential
+    """
+    settings = bus_settings()
+    access = _access(settings, credentials_dir, print_credential)
+    outcome = run(lambda: onboarding.rotate_credential(settings, code, access=access),
+                  doing=f"rotating the credential of {code}", timeout_s=timeout, settings=settings,
+                  message=f"rotating the credential of {code}", json=json)
+    _report(outcome, json=json)
 
 
 @app.command("remove", cls=OneLineCommand)
@@ -144,6 +185,7 @@ def remove(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: Js
     Example: liaison agency remove SE-NOA
     """
     settings = bus_settings()
-    outcome = run(lambda: onboarding.remove_agency(settings, code), doing=f"removing {code}",
+    access = _access(settings, None, False)
+    outcome = run(lambda: onboarding.remove_agency(settings, code, access=access), doing=f"removing {code}",
                   timeout_s=timeout, settings=settings, message=f"removing {code}", json=json)
     _report(outcome, json=json)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import platform
 import sys
-import urllib.request
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -17,8 +16,8 @@ from liaison.cli import messages as messages_cli
 from liaison.cli import policy as policy_cli
 from liaison.cli import schemas as schemas_cli
 from liaison.cli import top as top_cli
+from liaison.cli.messages import bus_settings
 from liaison.cli.output import Out, fail
-from liaison.core.settings import KafkaSettings, load
 from liaison.errors import LiaisonError
 
 if TYPE_CHECKING:
@@ -62,8 +61,9 @@ def doctor(json: JsonOpt = False) -> None:
     """
     from liaison.local import paths  # noqa: PLC0415  # keep `liaison --help` fast
     from liaison.local.broker import broker_answers, java_major_version  # noqa: PLC0415
+    from liaison.local.stack import registry_answers  # noqa: PLC0415
 
-    settings = load(KafkaSettings)
+    settings = bus_settings()
     checks: list[tuple[str, bool, str]] = []
     py = sys.version_info
     checks.append(("python", py >= (3, 11), f"{platform.python_version()}"
@@ -75,10 +75,10 @@ def doctor(json: JsonOpt = False) -> None:
     jars = list(paths.kafka_jars_dir().glob("kafka_2.13-*.jar"))
     checks.append(("kafka jars", bool(jars), jars[0].name if jars else
                    f"missing in {paths.kafka_jars_dir()} - run `make kafka`"))
-    up = asyncio.run(broker_answers(settings.bootstrap_servers, timeout_s=3))
+    up = asyncio.run(broker_answers(settings, timeout_s=3))
     checks.append(("broker", up, settings.bootstrap_servers if up else
                    f"no answer at {settings.bootstrap_servers} - run `make up`"))
-    reg_ok, reg_note = _registry_answers(settings.registry_url)
+    reg_ok, reg_note = registry_answers(settings)
     checks.append(("registry", reg_ok, reg_note))
     out = Out(json=json)
     out.table("doctor", ["check", "ok", "detail"],
@@ -86,16 +86,6 @@ def doctor(json: JsonOpt = False) -> None:
               records=[{"check": n, "ok": ok, "detail": d} for n, ok, d in checks])
     if not all(ok for _, ok, _ in checks):
         raise typer.Exit(1)
-
-
-def _registry_answers(url: str) -> tuple[bool, str]:
-    if not url.startswith(("http://", "https://")):
-        return False, f"LIAISON_REGISTRY_URL is not an http(s) URL: {url}"
-    try:
-        with urllib.request.urlopen(f"{url}/subjects", timeout=3) as resp:  # noqa: S310  # scheme checked above
-            return resp.status == 200, url
-    except OSError:
-        return False, f"no answer at {url} - run `make up`"
 
 
 @app.command()

@@ -115,9 +115,15 @@ AgencyArg = Annotated[str, typer.Argument(callback=agency_code, metavar="AGENCY"
 
 
 def bus_settings() -> KafkaSettings:
-    """Settings from LIAISON_* variables, or one line saying which one is wrong."""
+    """Settings from LIAISON_* variables, or one line saying which one is wrong.
+
+    With no credential given, the operator acts as the local stack's admin when that stack runs
+    secured (its credential file is there), so `make demo` is followed by commands that work.
+    """
+    from liaison.local.stack import local_admin_credentials  # noqa: PLC0415  # keeps --help fast
+
     try:
-        return load(KafkaSettings)
+        return load(KafkaSettings, credentials=local_admin_credentials())
     except ConfigError as exc:
         fail(str(exc), code=2)
 

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
+from liaison.cli.messages import bus_settings
 from liaison.cli.output import Out, fail
 from liaison.contract import register_all
-from liaison.core.settings import KafkaSettings, load
 from liaison.errors import LiaisonError
 from liaison.registry_client import RegistryClient
 from liaison.schemas import RECORD_TYPES, load_catalog, subject_for
@@ -23,7 +23,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _client() -> RegistryClient:
-    return RegistryClient(load(KafkaSettings).registry_url)
+    return RegistryClient.from_settings(bus_settings())
 
 
 @app.command()

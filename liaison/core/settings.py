@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import ssl
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
@@ -54,6 +57,18 @@ class KafkaSettings(BaseSettings):
             kwargs["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
         return kwargs
 
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS trust for HTTPS to the registry: the configured CA, or the system's."""
+        if not self.registry_url.startswith("https"):
+            return None
+        return ssl.create_default_context(cafile=self.ssl_cafile)
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """The registry takes the same user and password as the broker (HTTP basic, over TLS)."""
+        if self.sasl_username is None or self.sasl_password is None:
+            return None
+        return self.sasl_username, self.sasl_password.get_secret_value()
+
     def safe_dump(self) -> dict[str, Any]:
         """Settings for the start-up log line: secrets masked by pydantic's SecretStr."""
         return {key: str(value) if isinstance(value, SecretStr) else value
@@ -72,10 +87,21 @@ class ServiceSettings(KafkaSettings):
 S = TypeVar("S", bound=KafkaSettings)
 
 
-def load(cls: type[S], **overrides: Any) -> S:
-    """Read settings, turning pydantic's report into one ConfigError an operator can act on."""
+CREDENTIALS_VARIABLE = "LIAISON_CREDENTIALS"
+
+
+def load(cls: type[S], *, credentials: Path | None = None, **overrides: Any) -> S:
+    """Read settings, turning pydantic's report into one ConfigError an operator can act on.
+
+    `LIAISON_CREDENTIALS` (or `credentials`) names a credential file of `LIAISON_*` lines, as
+    onboarding writes them; variables set in the environment win over the file.
+    """
+    named = os.environ.get(CREDENTIALS_VARIABLE)
+    env_file = Path(named) if named else credentials
+    if env_file is not None and not env_file.is_file():
+        raise ConfigError(f"{CREDENTIALS_VARIABLE}: no credential file at {env_file}")
     try:
-        return cls(**overrides)
+        return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = "; ".join(
             f"LIAISON_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

@@ -17,9 +17,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from liaison.core.settings import KafkaSettings
 from liaison.errors import LocalBrokerError
 from liaison.local import paths
 from liaison.local.process import read_pid, start_detached, stop_pid
+from liaison.security.credentials import ADMIN
+from liaison.security.tls import DevTls
 
 MAIN_CLASS = "kafka.Kafka"
 
@@ -44,6 +49,15 @@ def java_major_version(java: str = "java") -> int | None:
 
 
 @dataclass(frozen=True)
+class BrokerSecurity:
+    """A secured broker: SASL/SCRAM-SHA-512 over TLS, ACLs denying by default, one super user."""
+
+    tls: DevTls
+    admin_password: SecretStr
+    admin: str = ADMIN
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Where and how the local broker runs; defaults are those of `make up`."""
 
@@ -54,10 +68,20 @@ class BrokerConfig:
     heap_mb: int = 512
     jars: Path = field(default_factory=paths.kafka_jars_dir)
     extra_properties: tuple[tuple[str, str], ...] = ()
+    security: BrokerSecurity | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def admin_settings(self) -> KafkaSettings:
+        """How the bus's admin reaches this broker (plain settings when it is not secured)."""
+        if self.security is None:
+            return KafkaSettings(bootstrap_servers=self.bootstrap, security_protocol="PLAINTEXT")
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap, security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=self.security.admin, sasl_password=self.security.admin_password,
+            ssl_cafile=str(self.security.tls.ca_cert))
 
     @property
     def properties_file(self) -> Path:
@@ -106,8 +130,45 @@ def server_properties(cfg: BrokerConfig) -> dict[str, str]:
         "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
         "transaction.remove.expired.transaction.cleanup.interval.ms": "60000",
     }
+    if cfg.security is not None:
+        props.update(secured_properties(cfg, cfg.security))
     props.update(dict(cfg.extra_properties))
     return props
+
+
+def secured_properties(cfg: BrokerConfig, sec: BrokerSecurity) -> dict[str, str]:
+    """SCRAM over TLS for every client; the loopback controller listener authenticates with PLAIN.
+
+    KRaft keeps SCRAM credentials in the metadata log the controller itself serves, so the
+    controller listener cannot use SCRAM: a static PLAIN user (the admin) guards it instead of
+    leaving it anonymous. `StandardAuthorizer` denies whatever no ACL allows.
+    """
+    password = sec.admin_password.get_secret_value()
+    plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{sec.admin}" '
+             f'password="{password}" user_{sec.admin}="{password}";')
+    scram = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{sec.admin}" '
+             f'password="{password}";')
+    return {
+        "listeners": f"SASL_SSL://{cfg.host}:{cfg.port},CONTROLLER://{cfg.host}:{cfg.controller_port}",
+        "advertised.listeners": f"SASL_SSL://{cfg.host}:{cfg.port}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(sec.tls.server_bundle),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(sec.tls.ca_cert),
+        "ssl.client.auth": "none",
+        "ssl.endpoint.identification.algorithm": "https",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{sec.admin}",
+    }
 
 
 class LocalBroker:
@@ -145,22 +206,32 @@ class LocalBroker:
         return read_pid(self.config.pid_file, must_contain=str(self.config.properties_file))
 
     def write_properties(self) -> None:
+        """server.properties, mode 0600: a secured one holds the admin's password in its JAAS lines."""
         self.config.home.mkdir(parents=True, exist_ok=True)
+        if self.config.security is not None:
+            self.config.security.tls.ensure()
         text = "".join(f"{k}={v}\n" for k, v in server_properties(self.config).items())
-        self.config.properties_file.write_text(text)
+        path = self.config.properties_file
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(text)
 
     def format_storage(self) -> bool:
         """Format the storage with a random cluster id, once. Returns True if it formatted now."""
         if (self.config.data_dir / "meta.properties").exists():
             return False
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                       "-c", str(self.config.properties_file)),
-            capture_output=True, text=True, check=False,
-        )
+        args = ["format", "-t", cluster_id, "-c", str(self.config.properties_file)]
+        if (sec := self.config.security) is not None:  # the admin's SCRAM credential, from the start
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={sec.admin},"
+                                    f"password={sec.admin_password.get_secret_value()}]"]
+        result = subprocess.run(self._java("kafka.tools.StorageTool", *args),
+                                capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise LocalBrokerError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+            out = f"{result.stdout}{result.stderr}"
+            if sec is not None:
+                out = out.replace(sec.admin_password.get_secret_value(), "**********")
+            raise LocalBrokerError(f"formatting Kafka storage failed: {out}")
         return True
 
     def start(self, *, timeout_s: float = 60.0) -> int:
@@ -175,7 +246,7 @@ class LocalBroker:
             log_file=self.config.log_file, pid_file=self.config.pid_file,
         )
         try:
-            wait_until_ready(self.config.bootstrap, timeout_s=timeout_s, pid=pid)
+            wait_until_ready(self.config.admin_settings(), timeout_s=timeout_s, pid=pid)
         except LocalBrokerError as exc:
             stop_pid(pid, grace_s=5)
             raise LocalBrokerError(f"{exc}\n--- last lines of {self.config.log_file} ---\n"
@@ -200,11 +271,11 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-async def broker_answers(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
-    """True if a broker at `bootstrap` answers a metadata request within timeout_s."""
+async def broker_answers(settings: KafkaSettings, *, timeout_s: float = 5.0) -> bool:
+    """True if the broker answers a metadata request within timeout_s (authenticated if secured)."""
     from aiokafka import AIOKafkaClient  # noqa: PLC0415  # keeps `liaison --help` fast
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    client = AIOKafkaClient(**settings.kafka_kwargs(), request_timeout_ms=int(timeout_s * 1000))
     quiet = logging.getLogger("aiokafka")
     was_disabled, quiet.disabled = quiet.disabled, True  # "Unable connect" is expected while polling
     try:
@@ -218,7 +289,7 @@ async def broker_answers(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
         quiet.disabled = was_disabled
 
 
-def wait_until_ready(bootstrap: str, *, timeout_s: float, pid: int | None = None) -> None:
+def wait_until_ready(settings: KafkaSettings, *, timeout_s: float, pid: int | None = None) -> None:
     """Poll until the broker answers a metadata request; fail clearly at the deadline."""
     from liaison.local.process import is_alive  # noqa: PLC0415
 
@@ -226,7 +297,7 @@ def wait_until_ready(bootstrap: str, *, timeout_s: float, pid: int | None = None
     while time.monotonic() < deadline:
         if pid is not None and not is_alive(pid):
             raise LocalBrokerError(f"the broker process {pid} exited during start-up")
-        if asyncio.run(broker_answers(bootstrap, timeout_s=2.0)):
+        if asyncio.run(broker_answers(settings, timeout_s=2.0)):
             return
         time.sleep(0.3)
-    raise LocalBrokerError(f"no broker answered at {bootstrap} within {timeout_s:.0f} s")
+    raise LocalBrokerError(f"no broker answered at {settings.bootstrap_servers} within {timeout_s:.0f} s")

@@ -20,3 +20,13 @@ def kafka_jars_dir() -> Path:
 
 def kafka_log4j_config() -> Path:
     return REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
+
+
+def secrets_dir() -> Path:
+    """Credential files of the local stack (mode 0700, each file 0600)."""
+    return run_dir() / "secrets"
+
+
+def tls_dir() -> Path:
+    """The local development CA and the server certificate it signed."""
+    return run_dir() / "tls"

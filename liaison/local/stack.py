@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from liaison.core.settings import KafkaSettings
+from liaison.contract import register_all
+from liaison.core.settings import CREDENTIALS_VARIABLE, KafkaSettings
+from liaison.directory import Directory
 from liaison.errors import LocalBrokerError
 from liaison.local import paths
-from liaison.local.broker import BrokerConfig, LocalBroker, tail
+from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, tail
 from liaison.local.process import is_alive, read_pid, start_detached, stop_pid
+from liaison.onboarding import read_entries
 from liaison.provision import provision
+from liaison.registry_client import RegistryClient
+from liaison.security.acls import DEADLINES, REGISTRY, ROUTER
+from liaison.security.bus import secure_principals
+from liaison.security.credentials import ADMIN, Credential, CredentialFiles, Endpoints, new_password
+from liaison.security.tls import DevTls
+
+SECURE_VARIABLE = "LIAISON_LOCAL_SECURE"
+"""`false` runs the local stack in plain text (no TLS, no authentication, no ACLs)."""
 
 
 @dataclass(frozen=True)
@@ -25,9 +38,9 @@ class ServiceSpec:
     name: str
     module: str
     metrics_port: int
+    principal: str
     address: str = ""
     env: dict[str, str] = field(default_factory=dict)
-    ready_url: str = ""
 
     def pid_file(self, run: Path) -> Path:
         return run / f"{self.name}.pid"
@@ -37,14 +50,30 @@ class ServiceSpec:
 
 
 # The order is the start order; stop runs in reverse.
+REGISTRY_PORT = 8081
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("registry", "services.registry", metrics_port=9181, address="http://127.0.0.1:8081",
-                env={"LIAISON_REGISTRY_PORT": "8081"}, ready_url="http://127.0.0.1:8081/subjects"),
-    ServiceSpec("router", "services.router", metrics_port=9182,
-                ready_url="http://127.0.0.1:9182/metrics"),
-    ServiceSpec("deadlines", "services.deadlines", metrics_port=9183,
-                ready_url="http://127.0.0.1:9183/metrics"),
+    ServiceSpec("registry", "services.registry", metrics_port=9181, principal=REGISTRY,
+                address=f"127.0.0.1:{REGISTRY_PORT}", env={"LIAISON_REGISTRY_PORT": str(REGISTRY_PORT)}),
+    ServiceSpec("router", "services.router", metrics_port=9182, principal=ROUTER),
+    ServiceSpec("deadlines", "services.deadlines", metrics_port=9183, principal=DEADLINES),
 )
+
+
+def local_secure() -> bool:
+    """Whether the local stack runs secured (the default); `LIAISON_LOCAL_SECURE=false` turns it off."""
+    value = os.environ.get(SECURE_VARIABLE, "true").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise LocalBrokerError(f"{SECURE_VARIABLE} must be true or false, not {value!r}")
+    return value in ("true", "1", "yes", "on")
+
+
+def local_admin_credentials() -> Path | None:
+    """The local admin's credential file, when the operator has named no broker or credential."""
+    if any(os.environ.get(v) for v in (CREDENTIALS_VARIABLE, "LIAISON_BOOTSTRAP_SERVERS",
+                                        "LIAISON_SECURITY_PROTOCOL", "LIAISON_SASL_USERNAME")):
+        return None
+    path = CredentialFiles(paths.secrets_dir()).path(ADMIN)
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -58,49 +87,128 @@ class Status:
 class LocalStack:
     """The broker and the services of one checkout, found again through their pid files."""
 
-    def __init__(self, broker: BrokerConfig | None = None, run: Path | None = None) -> None:
+    def __init__(self, broker: BrokerConfig | None = None, run: Path | None = None, *,
+                 secure: bool | None = None) -> None:
         self.run = run or paths.run_dir()
+        self.secure = local_secure() if secure is None else secure
+        self.tls = DevTls(self.run / "tls")
+        self.files = CredentialFiles(self.run / "secrets")
         self.broker = LocalBroker(broker or BrokerConfig(home=self.run / "kafka"))
+        if self.secure and (admin := self.files.read(ADMIN)) is not None:
+            self._secure_broker(admin)
+
+    def _secure_broker(self, admin: Credential) -> None:
+        if self.broker.config.security is None:
+            self.broker = LocalBroker(replace(self.broker.config,
+                                              security=BrokerSecurity(self.tls, admin.password)))
+
+    @property
+    def registry_url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://127.0.0.1:{REGISTRY_PORT}"
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints(self.broker.config.bootstrap, self.registry_url, self.tls.ca_cert)
+
+    def _admin(self) -> Credential:
+        """The admin's credential: made once, before the broker's storage is formatted with it."""
+        existing = self.files.read(ADMIN)
+        if existing is not None:
+            return existing
+        if (self.broker.config.data_dir / "meta.properties").exists():
+            raise LocalBrokerError(f"the admin's credential file {self.files.path(ADMIN)} is gone but the "
+                                   "broker's storage was formatted with it: `make down clean` starts over")
+        credential = Credential(ADMIN, new_password())
+        self.tls.ensure()
+        self.files.write(credential, self.endpoints)
+        return credential
+
+    def admin_settings(self) -> KafkaSettings:
+        return self.broker.config.admin_settings().model_copy(update={"registry_url": self.registry_url})
+
+    def agency_settings(self, code: str) -> KafkaSettings:
+        """How agency `code` connects: with its own credential file on a secured stack."""
+        if not self.secure:
+            return self.admin_settings()
+        return KafkaSettings(_env_file=self.files.path(code))  # type: ignore[call-arg]
 
     def _env(self, spec: ServiceSpec) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIAISON_") or k in
+               ("LIAISON_RUN_DIR", "LIAISON_TOPIC_PREFIX", "LIAISON_LOG_LEVEL")}
         env.update({
             "LIAISON_BOOTSTRAP_SERVERS": self.broker.config.bootstrap,
+            "LIAISON_REGISTRY_URL": self.registry_url,
             "LIAISON_METRICS_PORT": str(spec.metrics_port),
             "LIAISON_LOG_JSON": "true",
         })
+        if self.secure:
+            env[CREDENTIALS_VARIABLE] = str(self.files.path(spec.principal))
+            if spec.principal == REGISTRY:
+                env.update({"LIAISON_REGISTRY_AUTH": "true", "LIAISON_REGISTRY_WRITERS": ADMIN,
+                            "LIAISON_REGISTRY_TLS_CERTFILE": str(self.tls.server_cert),
+                            "LIAISON_REGISTRY_TLS_KEYFILE": str(self.tls.server_key)})
         env.update(spec.env)
         return env
+
+    def _check_mode(self) -> None:
+        """A broker's storage is formatted for one mode; switching needs a fresh start."""
+        marker = self.broker.config.home / "mode"
+        mode = "secured" if self.secure else "plain"
+        if (self.broker.config.data_dir / "meta.properties").exists() and marker.exists():
+            was = marker.read_text().strip()
+            if was != mode:
+                raise LocalBrokerError(
+                    f"the local broker in {self.broker.config.home} was set up {was}; to run it {mode}, "
+                    f"`make down clean` first (this deletes its data), or set {SECURE_VARIABLE}="
+                    f"{'true' if was == 'secured' else 'false'}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(mode + "\n")
 
     def service_pid(self, spec: ServiceSpec) -> int | None:
         return read_pid(spec.pid_file(self.run), must_contain=spec.module)
 
     def up(self, *, timeout_s: float = 60.0) -> list[Status]:
-        """Start what is not running: broker, topics and directory, then each service in order."""
+        """Start what is not running: broker, topics, directory and principals, then each service.
+
+        The admin registers the schemas once the registry answers, before the router starts: on a
+        secured bus nobody else may write to the registry.
+        """
+        self._check_mode()
+        if self.secure:
+            self._secure_broker(self._admin())
         self.broker.start()
-        settings = KafkaSettings(bootstrap_servers=self.broker.config.bootstrap)
-        asyncio.run(provision(settings))
+        settings = self.admin_settings()
+        asyncio.run(self._provision(settings))
         for spec in SERVICES:
             if self.service_pid(spec) is None:
                 pid = start_detached(
                     [sys.executable, "-m", spec.module], log_file=spec.log_file(self.run),
                     pid_file=spec.pid_file(self.run), env=self._env(spec), cwd=paths.REPO_ROOT,
                 )
-                self._wait_ready(spec, pid, timeout_s)
+                self._wait_ready(spec, pid, timeout_s, settings)
+            if spec.principal == REGISTRY:
+                asyncio.run(_register_schemas(settings))
         return self.status()
 
-    def _wait_ready(self, spec: ServiceSpec, pid: int, timeout_s: float) -> None:
+    async def _provision(self, settings: KafkaSettings) -> None:
+        await provision(settings)
+        if self.secure:
+            directory = Directory.from_entries(await read_entries(settings))
+            active = [code for code, agency in sorted(directory.agencies.items()) if agency.active]
+            await secure_principals(settings, self.files, self.endpoints, active)
+
+    def _wait_ready(self, spec: ServiceSpec, pid: int, timeout_s: float, settings: KafkaSettings) -> None:
         """Each service waits for the one before it (the router needs the registry)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not is_alive(pid):
                 raise LocalBrokerError(f"{spec.name} exited during start-up; last lines of "
                                        f"{spec.log_file(self.run)}:\n{tail(spec.log_file(self.run))}")
-            try:
-                with urllib.request.urlopen(spec.ready_url, timeout=2):  # noqa: S310  # our own loopback URL
-                    return
-            except OSError:
-                time.sleep(0.3)
+            ready = registry_answers(settings)[0] if spec.principal == REGISTRY else \
+                _answers(f"http://127.0.0.1:{spec.metrics_port}/metrics")
+            if ready:
+                return
+            time.sleep(0.3)
         raise LocalBrokerError(f"{spec.name} did not become ready within {timeout_s:.0f} s; see "
                                f"{spec.log_file(self.run)}")
 
@@ -116,12 +224,45 @@ class LocalStack:
         return stopped
 
     def status(self) -> list[Status]:
-        rows = [Status("kafka", self.broker.pid, self.broker.config.bootstrap,
+        mode = "SASL_SSL" if self.secure else "PLAINTEXT"
+        rows = [Status("kafka", self.broker.pid, f"{self.broker.config.bootstrap} {mode}",
                        self.broker.config.log_file)]
         rows += [
             Status(spec.name, self.service_pid(spec),
-                   " ".join(filter(None, [spec.address, f"metrics :{spec.metrics_port}"])),
+                   " ".join(filter(None, [self.registry_url if spec.principal == REGISTRY else "",
+                                          f"metrics :{spec.metrics_port}"])),
                    spec.log_file(self.run))
             for spec in SERVICES
         ]
         return rows
+
+
+async def _register_schemas(settings: KafkaSettings) -> None:
+    async with RegistryClient.from_settings(settings) as client:
+        await register_all(client)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310  # our own loopback URL
+            return True
+    except OSError:
+        return False
+
+
+def registry_answers(settings: KafkaSettings) -> tuple[bool, str]:
+    """Whether the registry of `settings` lists its subjects to these credentials, and why not."""
+    url = settings.registry_url
+    if not url.startswith(("http://", "https://")):
+        return False, f"LIAISON_REGISTRY_URL is not an http(s) URL: {url}"
+    request = urllib.request.Request(f"{url}/subjects")  # noqa: S310  # scheme checked above
+    if (auth := settings.basic_auth()) is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=3, context=settings.ssl_context()):  # noqa: S310
+            return True, url
+    except urllib.error.HTTPError as exc:
+        return False, f"{url} answered {exc.code} {exc.reason}"
+    except OSError:
+        return False, f"no answer at {url} - run `make up`"

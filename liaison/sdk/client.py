@@ -304,7 +304,7 @@ class AgencyClient(AsyncResource):
                 f"{self.agency} is not onboarded on this bus: {len(missing)} of its topics are missing "
                 f"({', '.join(missing[:2])}{', ...' if len(missing) > 2 else ''}) - run "
                 f"`liaison agency add {self.agency} ...`, or check LIAISON_TOPIC_PREFIX")
-        self._registry = RegistryClient(self.settings.registry_url)
+        self._registry = RegistryClient.from_settings(self.settings)
         if self._codec is None:
             self._codec = await ready_codec(self._registry)
 

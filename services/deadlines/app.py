@@ -103,7 +103,7 @@ class DeadlineService(AsyncResource):
         self.metrics = DeadlinesMetrics(self.registry)
         self.table = CompactedTable(settings, settings.topics.queries, on_change=self._changed)
         self._open = OpenQueries(self.metrics)
-        self._registry_client = RegistryClient(settings.registry_url)
+        self._registry_client = RegistryClient.from_settings(settings)
         self._codec: Codec | None = None
         self._producer: AIOKafkaProducer | None = None
         self._sender: BatchSender | None = None

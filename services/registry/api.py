@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from liaison.errors import RegistryStoreError, SchemaError
@@ -50,9 +50,10 @@ STORE = web.AppKey("store", SchemaStore)
 METRICS = web.AppKey("metrics", RegistryMetrics)
 
 
-def create_app(store: SchemaStore, metrics: RegistryMetrics) -> web.Application:
+def create_app(store: SchemaStore, metrics: RegistryMetrics,
+               auth: Middleware | None = None) -> web.Application:
     """The aiohttp application; the store must be started before it serves."""
-    app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[_guard] + ([auth] if auth else []), client_max_size=MAX_BODY_BYTES)
     app[STORE] = store
     app[METRICS] = metrics
     app.router.add_routes([

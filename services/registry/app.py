@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
@@ -16,6 +17,7 @@ from liaison.core.metrics import MetricsServer
 from liaison.core.runner import ShutdownSignal
 from liaison.errors import ConfigError
 from services.registry.api import RegistryMetrics, create_app
+from services.registry.auth import Authenticator, BrokerLogin, auth_middleware
 from services.registry.settings import RegistrySettings
 from services.registry.store import SchemaStore
 
@@ -43,19 +45,40 @@ class RegistryServer(AsyncResource):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.registry_host}:{self.port}"
+        scheme = "https" if self.settings.registry_tls_certfile else "http"
+        return f"{scheme}://{self.settings.registry_host}:{self.port}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        cert, key = self.settings.registry_tls_certfile, self.settings.registry_tls_keyfile
+        if cert is None:
+            return None
+        if key is None:
+            raise ConfigError("LIAISON_REGISTRY_TLS_KEYFILE is needed with LIAISON_REGISTRY_TLS_CERTFILE")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the registry's TLS certificate {cert}: {exc}") from None
+        return context
+
+    def _auth(self) -> Authenticator | None:
+        if not self.settings.registry_auth:
+            return None
+        return Authenticator(BrokerLogin(self.settings), writers=self.settings.writers,
+                             cache_s=self.settings.registry_auth_cache_s)
 
     async def start(self) -> None:
         """Read the schemas topic to its end, then listen; safe to call twice."""
         if self._runner is not None:
             return
+        tls, auth = self._tls(), self._auth()
         await self.store.start()
-        runner = web.AppRunner(create_app(self.store, self.metrics), access_log=None,
-                               shutdown_timeout=SHUTDOWN_GRACE_S)
+        runner = web.AppRunner(create_app(self.store, self.metrics, auth_middleware(auth) if auth else None),
+                               access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         host, port = self.settings.registry_host, self.settings.registry_port
         try:
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=tls).start()
         except OSError as exc:
             await runner.cleanup()
             await self.store.stop()
@@ -67,7 +90,8 @@ class RegistryServer(AsyncResource):
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        log.info("registry listening", url=self.url, topic=self.settings.registry_topic)
+        log.info("registry listening", url=self.url, topic=self.settings.registry_topic,
+                 auth=auth is not None, writers=sorted(auth.writers) if auth else None)
 
     async def stop(self) -> None:
         """Stop listening (letting requests in flight finish), then stop the store; safe to call twice."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from liaison.core.settings import ServiceSettings
@@ -30,3 +32,17 @@ class RegistrySettings(ServiceSettings):
     registry_startup_timeout_s: float = Field(
         default=60.0, gt=0, description="How long reading the topic to its end may take at start.",
     )
+    registry_auth: bool = Field(
+        default=False, description="Require HTTP basic credentials, checked as a SCRAM login to the broker.")
+    registry_writers: str = Field(
+        default="liaison-admin", description="Comma-separated users who may register, delete and configure.")
+    registry_auth_cache_s: float = Field(
+        default=60.0, ge=0, description="How long a checked credential is trusted without asking the broker.")
+    registry_tls_certfile: Path | None = Field(
+        default=None, description="Serve HTTPS with this certificate chain (PEM); with the key file.")
+    registry_tls_keyfile: Path | None = Field(
+        default=None, description="The certificate's private key (PEM).")
+
+    @property
+    def writers(self) -> frozenset[str]:
+        return frozenset(w.strip() for w in self.registry_writers.split(",") if w.strip())

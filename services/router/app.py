@@ -53,7 +53,7 @@ class Router:
                                  consents_topic=settings.topics.consents,
                                  queries_topic=settings.topics.queries)
         self.directory = DirectoryFeed(settings)
-        self._registry_client = RegistryClient(settings.registry_url)
+        self._registry_client = RegistryClient.from_settings(settings)
         self._consumer: AIOKafkaConsumer | None = None
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._senders: dict[TopicPartition, BatchSender] = {}

@@ -1,0 +1,1 @@
+"""Who may connect to the bus and what each principal may do: TLS, SCRAM credentials and ACLs."""

@@ -1,0 +1,164 @@
+"""SCRAM credentials and ACLs on the broker, through confluent-kafka's AdminClient.
+
+aiokafka's admin client has no ACL or SCRAM calls; librdkafka's has both, so this module is the
+one place that uses it. Its calls block on futures, so each runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+
+from liaison.core.settings import KafkaSettings
+from liaison.errors import LiaisonError
+from liaison.security.acls import Grant, principal
+from liaison.security.credentials import SCRAM_ITERATIONS, Credential
+
+T = TypeVar("T")
+ANY: Any = None  # librdkafka's "match anything" in a filter (its stubs say str)
+
+
+class SecurityAdminError(LiaisonError):
+    """The broker refused or could not answer a credential or ACL change."""
+
+
+def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The same connection as `settings.kafka_kwargs()`, in librdkafka's words."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, "client.id": settings.client_id,
+                            "security.protocol": settings.security_protocol}
+    if settings.security_protocol.startswith("SASL"):
+        conf["sasl.mechanisms"] = settings.sasl_mechanism
+        conf["sasl.username"] = settings.sasl_username
+        conf["sasl.password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+    if settings.security_protocol.endswith("SSL") and settings.ssl_cafile:
+        conf["ssl.ca.location"] = settings.ssl_cafile
+    return conf
+
+
+def _binding(who: str, grant: Grant) -> AclBinding:
+    return AclBinding(ResourceType[grant.resource], grant.name, ResourcePatternType[grant.pattern],
+                      principal(who), "*", AclOperation[grant.operation], AclPermissionType.ALLOW)
+
+
+def _grant(binding: AclBinding) -> Grant | None:
+    """Our view of an ACL; None for one we never create (a DENY, a host, another operation)."""
+    if binding.permission_type != AclPermissionType.ALLOW or binding.host != "*":
+        return None
+    b: Any = binding
+    try:
+        return Grant(b.restype.name, b.name, b.resource_pattern_type.name, b.operation.name)
+    except AttributeError:
+        return None
+
+
+class SecurityAdmin:
+    """Credentials and ACLs of principals; needs the admin's (super user's) settings."""
+
+    def __init__(self, settings: KafkaSettings, *, timeout_s: float = 15.0) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self._client: AdminClient | None = None
+
+    def _admin(self) -> AdminClient:
+        if self._client is None:
+            self._client = AdminClient(librdkafka_config(self.settings))
+        return self._client
+
+    async def _call(self, doing: str, work: Callable[[AdminClient], T]) -> T:
+        try:
+            return await asyncio.to_thread(work, self._admin())
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            text = err.str() if isinstance(err, KafkaError) else str(exc)
+            raise SecurityAdminError(f"{doing}: {text}") from None
+
+    # -- SCRAM credentials ---------------------------------------------------------------------
+    async def users_with_credentials(self, users: Iterable[str]) -> set[str]:
+        """Which of `users` have a SCRAM credential on the broker."""
+        wanted = list(users)
+
+        def work(admin: AdminClient) -> set[str]:
+            found = set()
+            futures: dict[str, Any] = admin.describe_user_scram_credentials(  # type: ignore[assignment]
+                wanted, request_timeout=self.timeout_s)
+            for user, future in futures.items():
+                try:
+                    future.result()
+                except KafkaException as exc:
+                    if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+                        continue
+                    raise
+                found.add(user)
+            return found
+
+        return await self._call("reading SCRAM credentials", work) if wanted else set()
+
+    async def set_credentials(self, credentials: Iterable[Credential]) -> None:
+        """Create or replace SCRAM-SHA-512 credentials (a replaced password stops working for new logins)."""
+        changes: list[Any] = [UserScramCredentialUpsertion(
+            c.username, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
+            c.password.get_secret_value().encode()) for c in credentials]
+        if changes:
+            await self._call("setting SCRAM credentials", lambda admin: _wait(
+                admin.alter_user_scram_credentials(changes, request_timeout=self.timeout_s)))
+
+    async def delete_credential(self, user: str) -> bool:
+        """Remove a user's SCRAM credential; False when there was none."""
+        if user not in await self.users_with_credentials([user]):
+            return False
+        change: Any = UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)
+        await self._call(f"deleting the SCRAM credential of {user}", lambda admin: _wait(
+            admin.alter_user_scram_credentials([change], request_timeout=self.timeout_s)))
+        return True
+
+    # -- ACLs --------------------------------------------------------------------------------------
+    async def grants_of(self, user: str) -> set[Grant]:
+        """The ALLOW ACLs the broker holds for `user` (in the form Liaison writes them)."""
+        query = AclBindingFilter(ResourceType.ANY, ANY, ResourcePatternType.ANY, principal(user), ANY,
+                                 AclOperation.ANY, AclPermissionType.ANY)
+        bindings = await self._call(f"reading the ACLs of {user}", lambda admin: admin.describe_acls(
+            query, request_timeout=self.timeout_s).result())
+        return {g for b in bindings if (g := _grant(b)) is not None}
+
+    async def set_grants(self, user: str, wanted: Iterable[Grant]) -> tuple[list[Grant], list[Grant]]:
+        """Make `user`'s ACLs exactly `wanted`: returns (added, removed)."""
+        want = set(wanted)
+        have = await self.grants_of(user)
+        added, removed = sorted(want - have), sorted(have - want)
+        if added:
+            await self._call(f"creating ACLs for {user}", lambda admin: _wait(admin.create_acls(
+                [_binding(user, g) for g in added], request_timeout=self.timeout_s)))
+        if removed:
+            filters: list[Any] = [_binding(user, g) for g in removed]
+            await self._call(f"deleting ACLs of {user}", lambda admin: _wait(admin.delete_acls(
+                filters, request_timeout=self.timeout_s)))
+        return added, removed
+
+    async def revoke_all(self, user: str) -> int:
+        """Delete every ACL naming `user`; returns how many there were."""
+        query = AclBindingFilter(ResourceType.ANY, ANY, ResourcePatternType.ANY, principal(user), ANY,
+                                 AclOperation.ANY, AclPermissionType.ANY)
+        results = await self._call(f"deleting the ACLs of {user}", lambda admin: _wait(
+            admin.delete_acls([query], request_timeout=self.timeout_s)))
+        return sum(len(r) for r in results.values() if isinstance(r, list))
+
+
+def _wait(futures: dict[Any, Any]) -> dict[Any, Any]:
+    """Every future's result (the first error raised), keyed as librdkafka keyed them."""
+    return {key: future.result() for key, future in futures.items()}

@@ -1,0 +1,115 @@
+"""Who may use the registry: the bus's own Kafka users, checked by logging in to the broker.
+
+The registry keeps no password list of its own. A request's HTTP basic credentials are tried as a
+SCRAM login against the broker, so onboarding, rotation and suspension apply here too; a success is
+remembered for `registry_auth_cache_s` (as a hash), so a revoked password works at most that long.
+Reads need any valid user; writes (register, delete, config) need one of `registry_writers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import BasicAuth, web
+from aiohttp.typedefs import Handler, Middleware
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed
+
+from liaison.core.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+READS_BY_POST = ("/subjects/{subject}", "/compatibility/")  # lookups and checks change nothing
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be asked, so a credential could not be checked either way."""
+
+
+class BrokerLogin:
+    """Checks a user and password with one SCRAM handshake on a fresh connection to the broker."""
+
+    def __init__(self, settings: KafkaSettings, *, timeout_s: float = 10.0) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+
+    async def __call__(self, username: str, password: str) -> bool:
+        host, _, port = self.settings.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        kwargs, s = self.settings.kafka_kwargs(), self.settings
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host, int(port), ssl_context=kwargs.get("ssl_context"),
+                security_protocol=s.security_protocol, sasl_mechanism=s.sasl_mechanism,
+                sasl_plain_username=username, sasl_plain_password=password,
+                request_timeout_ms=int(self.timeout_s * 1000)), self.timeout_s)
+        except SaslAuthenticationFailed:
+            return False
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
+        conn.close()
+        return True
+
+
+class Authenticator:
+    """Remembers recent successful logins so that a client's requests cost one handshake a minute."""
+
+    def __init__(self, login: Callable[[str, str], Awaitable[bool]], *, writers: frozenset[str],
+                 cache_s: float) -> None:
+        self._login = login
+        self.writers = writers
+        self.cache_s = cache_s
+        self._valid_until: dict[tuple[str, bytes], float] = {}
+
+    async def valid(self, username: str, password: str) -> bool:
+        key = (username, hashlib.sha256(password.encode()).digest())
+        now = time.monotonic()
+        if self._valid_until.get(key, 0.0) > now:
+            return True
+        ok = await self._login(username, password)
+        if ok:
+            self._valid_until = {k: t for k, t in self._valid_until.items() if t > now}
+            self._valid_until[key] = now + self.cache_s
+        return ok
+
+
+def is_write(request: web.Request) -> bool:
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    return not (request.method == "POST" and (path == READS_BY_POST[0] or path.startswith(READS_BY_POST[1])))
+
+
+def _refuse(status: int, error_code: int, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Basic realm="liaison-registry"'} if status == 401 else None
+    return web.json_response({"error_code": error_code, "message": message}, status=status, headers=headers,
+                             content_type="application/vnd.schemaregistry.v1+json")
+
+
+def auth_middleware(auth: Authenticator) -> Middleware:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        header = request.headers.get("Authorization")
+        if header is None:
+            return _refuse(401, 40101, "Unauthorized: send the bus user and password (HTTP basic)")
+        try:
+            given = BasicAuth.decode(header)
+        except ValueError:
+            return _refuse(401, 40101, "Unauthorized: malformed Authorization header")
+        try:
+            ok = await auth.valid(given.login, given.password)
+        except BrokerUnavailable as exc:
+            log.warning("cannot check credentials", user=given.login, error=str(exc))
+            return _refuse(503, 50302, "Cannot check credentials now: the broker does not answer")
+        if not ok:
+            log.info("registry login refused", user=given.login)
+            return _refuse(401, 40101, "Unauthorized: wrong user or password")
+        if is_write(request) and given.login not in auth.writers:
+            return _refuse(403, 40301, f"User {given.login} may read schemas but not change them")
+        return await handler(request)
+
+    return check
