@@ -67,7 +67,7 @@ class NoAccessControl:
         return [self.NOTE]
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
-        return ["no credential or ACLs to remove: the cluster is not secured"]
+        return []  # adding it said once that the cluster is not secured
 
     async def rotate(self, settings: KafkaSettings, code: str) -> list[str]:
         raise ConfigError("the cluster is not secured (LIAISON_SECURITY_PROTOCOL=PLAINTEXT): "

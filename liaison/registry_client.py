@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 from types import TracebackType
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
+def basic_auth_header(username: str, password: str) -> str:
+    """An HTTP basic `Authorization` value (aiohttp's BasicAuth helper is deprecated)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
 class RegistryClient:
     """Register, look up and check schemas; one aiohttp session, closed by `close()`."""
 
@@ -24,7 +30,9 @@ class RegistryClient:
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._auth = aiohttp.BasicAuth(*auth) if auth else None
+        self._headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
+        if auth:
+            self._headers["Authorization"] = basic_auth_header(*auth)
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
 
@@ -50,11 +58,11 @@ class RegistryClient:
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
                        *, ok_missing: bool = False) -> Any:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
             async with self._session.request(
                 method, f"{self.url}{path}", data=None if body is None else json.dumps(body),
-                headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}, ssl=self._ssl,
+                headers=self._headers, ssl=self._ssl,
             ) as resp:
                 text = await resp.text()
                 if resp.status == 404 and ok_missing:

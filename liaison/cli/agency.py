@@ -30,14 +30,15 @@ app = typer.Typer(cls=OneLineGroup, no_args_is_help=True,
                   help="Onboard agencies: their topics and their entry in the bus directory.")
 
 
-def _report(outcome: onboarding.Outcome, *, json: bool) -> None:
+def _report(outcome: onboarding.Outcome, *, json: bool, access: bool = False) -> None:
+    """The summary, notes, and what changed in Kafka access (always with `access`, e.g. rotate)."""
     if json:
         emit_json(outcome.to_dict())
         return
     typer.echo(f"{outcome.code}: {outcome.summary()}")
     for note in outcome.notes:
         typer.echo(f"  note: {note}")
-    for line in outcome.access:
+    for line in outcome.access if outcome.changed or access else ():
         typer.echo(f"  access: {line}")
 
 
@@ -175,7 +176,7 @@ def rotate(code: AgencyArg, *, credentials_dir: CredentialsDirOpt = None, print_
     outcome = run(lambda: onboarding.rotate_credential(settings, code, access=access),
                   doing=f"rotating the credential of {code}", timeout_s=timeout, settings=settings,
                   message=f"rotating the credential of {code}", json=json)
-    _report(outcome, json=json)
+    _report(outcome, json=json, access=True)
 
 
 @app.command("remove", cls=OneLineCommand)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, tail
 from liaison.local.process import is_alive, read_pid, start_detached, stop_pid
 from liaison.onboarding import read_entries
 from liaison.provision import provision
-from liaison.registry_client import RegistryClient
+from liaison.registry_client import RegistryClient, basic_auth_header
 from liaison.security.acls import DEADLINES, REGISTRY, ROUTER
 from liaison.security.bus import secure_principals
 from liaison.security.credentials import ADMIN, Credential, CredentialFiles, Endpoints, new_password
@@ -257,8 +256,7 @@ def registry_answers(settings: KafkaSettings) -> tuple[bool, str]:
         return False, f"LIAISON_REGISTRY_URL is not an http(s) URL: {url}"
     request = urllib.request.Request(f"{url}/subjects")  # noqa: S310  # scheme checked above
     if (auth := settings.basic_auth()) is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        request.add_header("Authorization", basic_auth_header(*auth))
     try:
         with urllib.request.urlopen(request, timeout=3, context=settings.ssl_context()):  # noqa: S310
             return True, url

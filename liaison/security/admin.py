@@ -85,8 +85,10 @@ class SecurityAdmin:
             return await asyncio.to_thread(work, self._admin())
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            text = err.str() if isinstance(err, KafkaError) else str(exc)
-            raise SecurityAdminError(f"{doing}: {text}") from None
+            if not isinstance(err, KafkaError):
+                raise SecurityAdminError(f"{doing}: {exc}") from None
+            # The broker's own text can be a whole forwarded request: its error name says enough.
+            raise SecurityAdminError(f"{doing}: {err.name()}: {err.str()[:160]}") from None
 
     # -- SCRAM credentials ---------------------------------------------------------------------
     async def users_with_credentials(self, users: Iterable[str]) -> set[str]:

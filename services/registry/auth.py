@@ -9,12 +9,13 @@ Reads need any valid user; writes (register, delete, config) need one of `regist
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import BasicAuth, web
+from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed
@@ -84,6 +85,18 @@ def is_write(request: web.Request) -> bool:
     return not (request.method == "POST" and (path == READS_BY_POST[0] or path.startswith(READS_BY_POST[1])))
 
 
+def decode_basic(header: str) -> tuple[str, str] | None:
+    """(user, password) of an HTTP basic `Authorization` value; None when it is not one."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (user, password) if sep and user else None
+
+
 def _refuse(status: int, error_code: int, message: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Basic realm="liaison-registry"'} if status == 401 else None
     return web.json_response({"error_code": error_code, "message": message}, status=status, headers=headers,
@@ -96,20 +109,20 @@ def auth_middleware(auth: Authenticator) -> Middleware:
         header = request.headers.get("Authorization")
         if header is None:
             return _refuse(401, 40101, "Unauthorized: send the bus user and password (HTTP basic)")
-        try:
-            given = BasicAuth.decode(header)
-        except ValueError:
+        given = decode_basic(header)
+        if given is None:
             return _refuse(401, 40101, "Unauthorized: malformed Authorization header")
+        user, password = given
         try:
-            ok = await auth.valid(given.login, given.password)
+            ok = await auth.valid(user, password)
         except BrokerUnavailable as exc:
-            log.warning("cannot check credentials", user=given.login, error=str(exc))
+            log.warning("cannot check credentials", user=user, error=str(exc))
             return _refuse(503, 50302, "Cannot check credentials now: the broker does not answer")
         if not ok:
-            log.info("registry login refused", user=given.login)
+            log.info("registry login refused", user=user)
             return _refuse(401, 40101, "Unauthorized: wrong user or password")
-        if is_write(request) and given.login not in auth.writers:
-            return _refuse(403, 40301, f"User {given.login} may read schemas but not change them")
+        if is_write(request) and user not in auth.writers:
+            return _refuse(403, 40301, f"User {user} may read schemas but not change them")
         return await handler(request)
 
     return check
