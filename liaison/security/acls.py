@@ -90,3 +90,21 @@ def service_grants(topics: Topics, service: str) -> list[Grant]:
     tables = {ROUTER: router_grants(topics), DEADLINES: deadlines_grants(topics),
               REGISTRY: registry_grants()}
     return tables[service]
+
+
+def markdown_rows(who: str, grants: list[Grant]) -> list[str]:
+    """README table rows of one principal: one row per resource, its operations together."""
+    by_resource: dict[tuple[str, str, str], list[str]] = {}
+    for g in grants:
+        by_resource.setdefault((g.resource, g.name, g.pattern), []).append(g.operation)
+    return [f"| {who} | {resource.lower().replace('_', ' ')} | `{name}{'*' if pattern == 'PREFIXED' else ''}`"
+            f" | {', '.join(sorted(ops))} |" for (resource, name, pattern), ops in by_resource.items()]
+
+
+def readme_table() -> list[str]:
+    """The least-privilege table of the README, from the code that applies it."""
+    topics = Topics()
+    return [*markdown_rows("`<AGENCY>`", agency_grants(topics, "<AGENCY>")),
+            *markdown_rows(f"`{ROUTER}`", router_grants(topics)),
+            *markdown_rows(f"`{DEADLINES}`", deadlines_grants(topics)),
+            *markdown_rows(f"`{REGISTRY}`", registry_grants())]

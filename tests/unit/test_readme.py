@@ -6,6 +6,7 @@ from pathlib import Path
 
 from liaison import codec
 from liaison.policy import REASONS
+from liaison.security.acls import readme_table
 from services.router.pipeline import WrongType
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -21,3 +22,8 @@ def test_every_dead_letter_code_is_documented() -> None:
     codes = [cls.code for cls in (codec.BadMagicByte, codec.UnknownSchemaId, codec.TruncatedRecord,
                                   codec.SchemaMismatch, WrongType)]
     assert [code for code in codes if f"`{code}`" not in README] == []
+
+
+def test_the_acl_table_is_the_one_the_code_applies() -> None:
+    """Every row of the least-privilege table, rendered from liaison.security.acls, is in the README."""
+    assert [row for row in readme_table() if row not in README] == []
