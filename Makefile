@@ -63,6 +63,7 @@ demo: setup kafka
 
 bench: setup kafka
 	$(PY) -m tests.bench.router
+	$(PY) -m tests.bench.security
 
 clean: down
 	rm -rf .run

@@ -153,8 +153,8 @@ class LocalStack:
         """A broker's storage is formatted for one mode; switching needs a fresh start."""
         marker = self.broker.config.home / "mode"
         mode = "secured" if self.secure else "plain"
-        if (self.broker.config.data_dir / "meta.properties").exists() and marker.exists():
-            was = marker.read_text().strip()
+        if (self.broker.config.data_dir / "meta.properties").exists():
+            was = marker.read_text().strip() if marker.exists() else "plain"  # made before the marker
             if was != mode:
                 raise LocalBrokerError(
                     f"the local broker in {self.broker.config.home} was set up {was}; to run it {mode}, "

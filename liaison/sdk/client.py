@@ -127,9 +127,9 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> li
     wanted = list(topics)
     missing = await missing_topics(consumer, wanted)
     if missing:
-        raise TopicMissing(f"topic {', '.join(missing)} does not exist on this bus - check "
-                           "LIAISON_TOPIC_PREFIX, and that the bus is provisioned (`liaison up`) and "
-                           "the agency onboarded (`liaison agency add`)")
+        raise TopicMissing(f"topic {', '.join(missing)} does not exist on this bus, or this user may not "
+                           "see it - check LIAISON_TOPIC_PREFIX and the credential in use, and that the bus "
+                           "is provisioned (`liaison up`) and the agency onboarded (`liaison agency add`)")
     return [TopicPartition(t, p) for t in wanted
             for p in sorted(consumer.partitions_for_topic(t) or ())]
 
