@@ -283,6 +283,7 @@ def test_cli_onboarding_shows_a_new_password_once(cluster: Cluster, tmp_path: Pa
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if "password of DK-NSK:" in x)
     password = line.split("password of DK-NSK:")[1].split()[0]
+    assert password not in result.stderr
     assert not (tmp_path / "secrets" / "DK-NSK.env").exists()
     asyncio.run(_login(cluster, "DK-NSK", SecretStr(password)))
 
@@ -324,6 +325,19 @@ async def test_the_registry_wants_a_bus_user_and_lets_only_the_admin_write(clust
                     pass
         async with RegistryClient.from_settings(agency) as client:  # lookups are reads
             assert await client.lookup(subject, (await client.schema_by_id(registered[0].schema_id)))
+        user, secret = agency.basic_auth() or ("", "")
+        confluent = await asyncio.to_thread(_confluent_subjects, server.url, f"{user}:{secret}",
+                                            str(cluster.tls.ca_cert))
+        assert subject in confluent
+
+
+def _confluent_subjects(url: str, user_info: str, ca_file: str) -> list[str]:
+    """Confluent's own registry client, with basic auth and the development CA."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+
+    with SchemaRegistryClient({"url": url, "basic.auth.user.info": user_info,
+                               "ssl.ca.location": ca_file}) as client:
+        return list(client.get_subjects())
 
 
 class _LateClock:
@@ -356,8 +370,12 @@ async def _receipt_kinds(client: AgencyClient, message_id: str, wanted: set[str]
     return kinds
 
 
-async def test_services_work_with_only_their_own_acls(cluster: Cluster) -> None:
-    """Agencies, router, deadlines and registry each as themselves: a query, its reminder, its reply."""
+async def test_services_work_with_only_their_own_acls(cluster: Cluster,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Agencies, router, deadlines and registry each as themselves: a query, its reminder, its reply.
+
+    No password reaches their logs.
+    """
     async with registry_server(cluster) as server:
         async with RegistryClient.from_settings(cluster.admin(registry_url=server.url)) as client:
             await register_all(client)
@@ -397,3 +415,9 @@ async def test_services_work_with_only_their_own_acls(cluster: Cluster) -> None:
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
             await deadlines.stop()
             await router.stop()
+        logged = capsys.readouterr()
+        assert "routed" in logged.out  # the services did log
+        for user in (ROUTER, DEADLINES, REGISTRY, ADMIN, "FR-PN", "DE-BKA"):
+            secret = cluster.files.read(user)
+            password = secret.password if secret else cluster.admin_password
+            assert password.get_secret_value() not in logged.out + logged.err, user
