@@ -21,6 +21,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed
 
 from liaison.core.settings import KafkaSettings
+from liaison.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -35,24 +36,32 @@ class BrokerLogin:
     """Checks a user and password with one SCRAM handshake on a fresh connection to the broker."""
 
     def __init__(self, settings: KafkaSettings, *, timeout_s: float = 10.0) -> None:
+        if not settings.security_protocol.startswith("SASL"):
+            raise ConfigError("LIAISON_REGISTRY_AUTH checks passwords by logging in to the broker, so the "
+                              "registry's own connection must use SASL (LIAISON_SECURITY_PROTOCOL=SASL_SSL)")
         self.settings = settings
         self.timeout_s = timeout_s
+        self._ssl = settings.kafka_kwargs().get("ssl_context")  # the CA is read once
+        self._servers = [server.strip().rpartition(":") for server in settings.bootstrap_servers.split(",")]
 
     async def __call__(self, username: str, password: str) -> bool:
-        host, _, port = self.settings.bootstrap_servers.split(",")[0].strip().rpartition(":")
-        kwargs, s = self.settings.kafka_kwargs(), self.settings
-        try:
-            conn = await asyncio.wait_for(create_conn(
-                host, int(port), ssl_context=kwargs.get("ssl_context"),
-                security_protocol=s.security_protocol, sasl_mechanism=s.sasl_mechanism,
-                sasl_plain_username=username, sasl_plain_password=password,
-                request_timeout_ms=int(self.timeout_s * 1000)), self.timeout_s)
-        except SaslAuthenticationFailed:
-            return False
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
-        conn.close()
-        return True
+        """True or False from the first broker that answers; BrokerUnavailable when none does."""
+        failure = "no bootstrap server"
+        for host, _, port in self._servers:
+            try:
+                login = create_conn(
+                    host, int(port), ssl_context=self._ssl, security_protocol=self.settings.security_protocol,
+                    sasl_mechanism=self.settings.sasl_mechanism, sasl_plain_username=username,
+                    sasl_plain_password=password, request_timeout_ms=int(self.timeout_s * 1000))
+                conn = await asyncio.wait_for(login, self.timeout_s)
+            except SaslAuthenticationFailed:
+                return False
+            except (KafkaError, OSError, TimeoutError) as exc:
+                failure = f"{host}:{port}: {exc or type(exc).__name__}"
+                continue
+            conn.close()
+            return True
+        raise BrokerUnavailable(failure)
 
 
 class Authenticator:

@@ -18,7 +18,7 @@ from liaison.security.acls import Grant, agency_grants, deadlines_grants, regist
 from liaison.security.credentials import Credential, CredentialFiles, Endpoints, new_password
 from liaison.security.tls import DevTls
 from liaison.topics import Topics
-from services.registry.auth import Authenticator, decode_basic
+from services.registry.auth import Authenticator, BrokerLogin, decode_basic
 
 TOPICS = Topics("p.")
 
@@ -133,3 +133,9 @@ def test_settings_give_the_registry_the_same_user(tmp_path: Path) -> None:
     assert settings.basic_auth() == ("FR-PN", "pw")
     assert settings.ssl_context() is not None
     assert KafkaSettings(registry_url="http://127.0.0.1:8081").ssl_context() is None
+
+
+def test_registry_auth_refuses_to_run_without_sasl_to_the_broker() -> None:
+    """Over plain text a "login" would succeed with any password: the setting is refused instead."""
+    with pytest.raises(ConfigError, match="must use SASL"):
+        BrokerLogin(KafkaSettings(security_protocol="PLAINTEXT"))
