@@ -26,6 +26,11 @@ from liaison.security.bus import secure_principals
 from liaison.security.credentials import ADMIN, Credential, CredentialFiles, Endpoints, new_password
 from liaison.security.tls import DevTls
 
+CONNECTION_VARIABLES = frozenset({
+    CREDENTIALS_VARIABLE, "LIAISON_BOOTSTRAP_SERVERS", "LIAISON_REGISTRY_URL", "LIAISON_SECURITY_PROTOCOL",
+    "LIAISON_SASL_MECHANISM", "LIAISON_SASL_USERNAME", "LIAISON_SASL_PASSWORD", "LIAISON_SSL_CAFILE"})
+"""Who a service is and where it connects: set by the stack, never inherited from the caller's shell."""
+
 SECURE_VARIABLE = "LIAISON_LOCAL_SECURE"
 """`false` runs the local stack in plain text (no TLS, no authentication, no ACLs)."""
 
@@ -38,7 +43,6 @@ class ServiceSpec:
     module: str
     metrics_port: int
     principal: str
-    address: str = ""
     env: dict[str, str] = field(default_factory=dict)
 
     def pid_file(self, run: Path) -> Path:
@@ -52,7 +56,7 @@ class ServiceSpec:
 REGISTRY_PORT = 8081
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("registry", "services.registry", metrics_port=9181, principal=REGISTRY,
-                address=f"127.0.0.1:{REGISTRY_PORT}", env={"LIAISON_REGISTRY_PORT": str(REGISTRY_PORT)}),
+                env={"LIAISON_REGISTRY_PORT": str(REGISTRY_PORT)}),
     ServiceSpec("router", "services.router", metrics_port=9182, principal=ROUTER),
     ServiceSpec("deadlines", "services.deadlines", metrics_port=9183, principal=DEADLINES),
 )
@@ -68,8 +72,7 @@ def local_secure() -> bool:
 
 def local_admin_credentials() -> Path | None:
     """The local admin's credential file, when the operator has named no broker or credential."""
-    if any(os.environ.get(v) for v in (CREDENTIALS_VARIABLE, "LIAISON_BOOTSTRAP_SERVERS",
-                                        "LIAISON_SECURITY_PROTOCOL", "LIAISON_SASL_USERNAME")):
+    if any(os.environ.get(v) for v in CONNECTION_VARIABLES):
         return None
     path = CredentialFiles(paths.secrets_dir()).path(ADMIN)
     return path if path.is_file() else None
@@ -132,8 +135,7 @@ class LocalStack:
         return KafkaSettings(_env_file=self.files.path(code))  # type: ignore[call-arg]
 
     def _env(self, spec: ServiceSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIAISON_") or k in
-               ("LIAISON_RUN_DIR", "LIAISON_TOPIC_PREFIX", "LIAISON_LOG_LEVEL")}
+        env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARIABLES}  # the stack's own win
         env.update({
             "LIAISON_BOOTSTRAP_SERVERS": self.broker.config.bootstrap,
             "LIAISON_REGISTRY_URL": self.registry_url,
