@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from liaison.contract import register_all
@@ -43,7 +43,6 @@ class ServiceSpec:
     module: str
     metrics_port: int
     principal: str
-    env: dict[str, str] = field(default_factory=dict)
 
     def pid_file(self, run: Path) -> Path:
         return run / f"{self.name}.pid"
@@ -55,8 +54,7 @@ class ServiceSpec:
 # The order is the start order; stop runs in reverse.
 REGISTRY_PORT = 8081
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("registry", "services.registry", metrics_port=9181, principal=REGISTRY,
-                env={"LIAISON_REGISTRY_PORT": str(REGISTRY_PORT)}),
+    ServiceSpec("registry", "services.registry", metrics_port=9181, principal=REGISTRY),
     ServiceSpec("router", "services.router", metrics_port=9182, principal=ROUTER),
     ServiceSpec("deadlines", "services.deadlines", metrics_port=9183, principal=DEADLINES),
 )
@@ -90,8 +88,12 @@ class LocalStack:
     """The broker and the services of one checkout, found again through their pid files."""
 
     def __init__(self, broker: BrokerConfig | None = None, run: Path | None = None, *,
-                 secure: bool | None = None) -> None:
+                 secure: bool | None = None, registry_port: int = REGISTRY_PORT,
+                 metrics_ports: dict[str, int] | None = None) -> None:
+        """Ports other than the defaults let a second stack (a test's) run beside `make up`'s."""
         self.run = run or paths.run_dir()
+        self.registry_port = registry_port
+        self._metrics_ports = {spec.name: spec.metrics_port for spec in SERVICES} | (metrics_ports or {})
         self.secure = local_secure() if secure is None else secure
         self.tls = DevTls(self.run / "tls")
         self.files = CredentialFiles(self.run / "secrets")
@@ -106,7 +108,10 @@ class LocalStack:
 
     @property
     def registry_url(self) -> str:
-        return f"{'https' if self.secure else 'http'}://127.0.0.1:{REGISTRY_PORT}"
+        return f"{'https' if self.secure else 'http'}://127.0.0.1:{self.registry_port}"
+
+    def metrics_port(self, spec: ServiceSpec) -> int:
+        return self._metrics_ports[spec.name]
 
     @property
     def endpoints(self) -> Endpoints:
@@ -139,7 +144,8 @@ class LocalStack:
         env.update({
             "LIAISON_BOOTSTRAP_SERVERS": self.broker.config.bootstrap,
             "LIAISON_REGISTRY_URL": self.registry_url,
-            "LIAISON_METRICS_PORT": str(spec.metrics_port),
+            "LIAISON_METRICS_PORT": str(self.metrics_port(spec)),
+            "LIAISON_REGISTRY_PORT": str(self.registry_port),
             "LIAISON_LOG_JSON": "true",
         })
         if self.secure:
@@ -148,7 +154,6 @@ class LocalStack:
                 env.update({"LIAISON_REGISTRY_AUTH": "true", "LIAISON_REGISTRY_WRITERS": ADMIN,
                             "LIAISON_REGISTRY_TLS_CERTFILE": str(self.tls.server_cert),
                             "LIAISON_REGISTRY_TLS_KEYFILE": str(self.tls.server_key)})
-        env.update(spec.env)
         return env
 
     def _check_mode(self) -> None:
@@ -206,7 +211,7 @@ class LocalStack:
                 raise LocalBrokerError(f"{spec.name} exited during start-up; last lines of "
                                        f"{spec.log_file(self.run)}:\n{tail(spec.log_file(self.run))}")
             ready = registry_answers(settings)[0] if spec.principal == REGISTRY else \
-                _answers(f"http://127.0.0.1:{spec.metrics_port}/metrics")
+                _answers(f"http://127.0.0.1:{self.metrics_port(spec)}/metrics")
             if ready:
                 return
             time.sleep(0.3)
@@ -231,7 +236,7 @@ class LocalStack:
         rows += [
             Status(spec.name, self.service_pid(spec),
                    " ".join(filter(None, [self.registry_url if spec.principal == REGISTRY else "",
-                                          f"metrics :{spec.metrics_port}"])),
+                                          f"metrics :{self.metrics_port(spec)}"])),
                    spec.log_file(self.run))
             for spec in SERVICES
         ]
