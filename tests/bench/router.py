@@ -9,7 +9,6 @@ and to `.run/bench/router.json`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import statistics
@@ -24,8 +23,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from liaison.local.broker import BrokerConfig, LocalBroker, free_port
-from liaison.local.paths import run_dir
 from liaison.sdk import alert, envelope
+from tests.bench.report import report
 from tests.bus_harness import Bus, running_bus
 from tests.services_harness import ServiceProcess, start_router_process
 
@@ -221,16 +220,6 @@ async def measure(bootstrap: str, workdir: Path) -> dict[str, Any]:
     }
 
 
-def report(result: dict[str, Any]) -> None:
-    out = run_dir() / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "router.json").write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key.ljust(width)}  {value}")
-    print(f"\nwritten to {out / 'router.json'}")
-
-
 def main() -> None:
     """A broker of its own, so that nothing else on the machine shares it during the run."""
     with tempfile.TemporaryDirectory(prefix="liaison-bench-") as tmp:
@@ -248,7 +237,7 @@ def main() -> None:
             raise SystemExit(1) from None
         finally:
             broker.stop()
-    report(result)
+    report("router", result)
 
 
 if __name__ == "__main__":

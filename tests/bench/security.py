@@ -8,7 +8,6 @@ authenticated connection is measured. Results go to a table and to `.run/bench/s
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -21,9 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from liaison.core.settings import KafkaSettings
 from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, free_port
-from liaison.local.paths import run_dir
 from liaison.security.credentials import new_password
 from liaison.security.tls import DevTls
+from tests.bench.report import report
 
 MESSAGES = int(os.environ.get("BENCH_SECURITY_MESSAGES", "50000"))
 SIZE = 1024
@@ -106,13 +105,7 @@ def main() -> None:
         "plain_connect_ms_p50": round(plain["connect_ms"], 1),
         "secured_connect_ms_p50": round(secured["connect_ms"], 1),
     }
-    out = run_dir() / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "security.json").write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key.ljust(width)}  {value}")
-    print(f"\nwritten to {out / 'security.json'}")
+    report("security", result)
 
 
 if __name__ == "__main__":
