@@ -60,11 +60,11 @@ class AccessControl(Protocol):
 class NoAccessControl:
     """A plain-text cluster: nobody authenticates, so there is no principal to give ACLs to."""
 
-    NOTE = ("the cluster is not secured (LIAISON_SECURITY_PROTOCOL=PLAINTEXT): no credential or ACLs "
-            "were created, anyone who reaches the broker may read and write these topics")
+    NOTE = ("the cluster is not secured (LIAISON_SECURITY_PROTOCOL={protocol}, no SASL login): no credential "
+            "or ACLs were created, anyone who reaches the broker may read and write these topics")
 
     async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
-        return [self.NOTE]
+        return [self.NOTE.format(protocol=settings.security_protocol)]
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
         return []  # adding it said once that the cluster is not secured
