@@ -64,6 +64,7 @@ demo: setup kafka
 bench: setup kafka
 	$(PY) -m tests.bench.router
 	$(PY) -m tests.bench.security
+	$(PY) -m tests.bench.secured_router
 
 clean: down
 	rm -rf .run
