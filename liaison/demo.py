@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from aiokafka.errors import KafkaError
 from liaison.cli.output import Out
 from liaison.codec import Codec
 from liaison.contract import ready_codec
+from liaison.core.logs import kafka_client_logs_silenced
 from liaison.core.settings import KafkaSettings
 from liaison.errors import LiaisonError
 from liaison.registry_client import RegistryClient
@@ -225,21 +225,18 @@ async def _trespass(settings: KafkaSettings, out: Out) -> None:
         (f"US-FBI writes into the audit trail {names.audit}",
          lambda: producer.send_and_wait(names.audit, b"not allowed")),
     ]
-    quiet = logging.getLogger("aiokafka")
-    was_level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # it logs each refusal we provoke on purpose
     try:
-        for what, attempt in attempts:
-            try:
-                await attempt()
-                out.console.print(f"    [red]ALLOWED (misconfigured ACLs!)[/red] {what}")
-            except KafkaError as exc:
-                refused = f"{'refused by broker':<20}"
-                out.console.print(f"    [green]{refused}[/green] {what}: {type(exc).__name__}")
+        with kafka_client_logs_silenced():  # it logs each refusal we provoke on purpose
+            for what, attempt in attempts:
+                try:
+                    await attempt()
+                    out.console.print(f"    [red]ALLOWED (misconfigured ACLs!)[/red] {what}")
+                except KafkaError as exc:
+                    refused = f"{'refused by broker':<20}"
+                    out.console.print(f"    [green]{refused}[/green] {what}: {type(exc).__name__}")
     finally:
         await consumer.stop()
         await producer.stop()
-        quiet.setLevel(was_level)
 
 
 async def play(settings: KafkaSettings, out: Out,

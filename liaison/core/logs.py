@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -40,3 +42,19 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     root.handlers[:] = [handler]
     # Libraries' own chatter (retries, reconnects) only from WARNING up.
     root.setLevel(max(numeric, logging.WARNING))
+
+
+@contextmanager
+def kafka_client_logs_silenced() -> Iterator[None]:
+    """Silence aiokafka while refusals or failed connections are expected and reported by the caller.
+
+    Its records come from child loggers (`aiokafka.client`, `aiokafka.conn`, ...), which a level on
+    the parent reaches; `Logger.disabled` would not.
+    """
+    logger = logging.getLogger("aiokafka")
+    was = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(was)

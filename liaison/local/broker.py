@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
-import logging
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from liaison.core.logs import kafka_client_logs_silenced
 from liaison.core.settings import KafkaSettings
 from liaison.errors import LocalBrokerError
 from liaison.local import paths
@@ -278,17 +278,15 @@ async def broker_answers(settings: KafkaSettings, *, timeout_s: float = 5.0) -> 
     from aiokafka import AIOKafkaClient  # noqa: PLC0415  # keeps `liaison --help` fast
 
     client = AIOKafkaClient(**settings.kafka_kwargs(), request_timeout_ms=int(timeout_s * 1000))
-    quiet = logging.getLogger("aiokafka")
-    was_disabled, quiet.disabled = quiet.disabled, True  # "Unable connect" is expected while polling
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout_s)
-    except Exception:  # noqa: BLE001  # any failure to bootstrap means "not answering yet"
-        return False
-    else:
-        return True
-    finally:
-        await client.close()
-        quiet.disabled = was_disabled
+    with kafka_client_logs_silenced():  # "Unable connect" is expected while polling
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+        except Exception:  # noqa: BLE001  # any failure to bootstrap means "not answering yet"
+            return False
+        else:
+            return True
+        finally:
+            await client.close()
 
 
 def wait_until_ready(settings: KafkaSettings, *, timeout_s: float, pid: int | None = None) -> None:

@@ -56,6 +56,11 @@ def _binding(who: str, grant: Grant) -> AclBinding:
                       principal(who), "*", AclOperation[grant.operation], AclPermissionType.ALLOW)
 
 
+def _every_acl_of(user: str) -> AclBindingFilter:
+    return AclBindingFilter(ResourceType.ANY, ANY, ResourcePatternType.ANY, principal(user), ANY,
+                            AclOperation.ANY, AclPermissionType.ANY)
+
+
 def _grant(binding: AclBinding) -> Grant | None:
     """Our view of an ACL; None for one we never create (a DENY, a host, another operation)."""
     if binding.permission_type != AclPermissionType.ALLOW or binding.host != "*":
@@ -132,8 +137,7 @@ class SecurityAdmin:
     # -- ACLs --------------------------------------------------------------------------------------
     async def grants_of(self, user: str) -> set[Grant]:
         """The ALLOW ACLs the broker holds for `user` (in the form Liaison writes them)."""
-        query = AclBindingFilter(ResourceType.ANY, ANY, ResourcePatternType.ANY, principal(user), ANY,
-                                 AclOperation.ANY, AclPermissionType.ANY)
+        query = _every_acl_of(user)
         bindings = await self._call(f"reading the ACLs of {user}", lambda admin: admin.describe_acls(
             query, request_timeout=self.timeout_s).result())
         return {g for b in bindings if (g := _grant(b)) is not None}
@@ -154,8 +158,7 @@ class SecurityAdmin:
 
     async def revoke_all(self, user: str) -> int:
         """Delete every ACL naming `user`; returns how many there were."""
-        query = AclBindingFilter(ResourceType.ANY, ANY, ResourcePatternType.ANY, principal(user), ANY,
-                                 AclOperation.ANY, AclPermissionType.ANY)
+        query = _every_acl_of(user)
         results = await self._call(f"deleting the ACLs of {user}", lambda admin: _wait(
             admin.delete_acls([query], request_timeout=self.timeout_s)))
         return sum(len(r) for r in results.values() if isinstance(r, list))
