@@ -7,7 +7,7 @@ very same code with a trace of every rule consulted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from liaison.directory import BIOMETRIC_CATEGORIES, Agency, Directory, country_of
@@ -16,13 +16,14 @@ from liaison.policy.model import (
     Check,
     Decision,
     Explanation,
+    Outcome,
     PolicyConfig,
     RecipientExplanation,
     Rejection,
     RoutingResult,
     RoutingState,
 )
-from liaison.policy.redaction import categories_in
+from liaison.policy.redaction import BIOMETRICS, locate
 from liaison.policy.rules import BROADCAST, GROUP, NAMED, Message, Rule, Target, Verdict, rule_lists
 
 TLP_LABELS = frozenset({"RED", "AMBER_STRICT", "AMBER", "GREEN", "CLEAR"})
@@ -64,6 +65,9 @@ class Compiled:
             "AMBER": (reach[config.amber_reach], R.TLP_AMBER_BROADCAST, R.TLP_AMBER_NOT_NAMED),
             "GREEN": (GROUP, R.TLP_GREEN_BROADCAST, R.TLP_GREEN_BROADCAST),
         }
+        self.notice_closed = frozenset({"RED", "AMBER_STRICT"} | ({"AMBER"} if config.amber_reach == "named"
+                                                                 else set()))
+        """TLP labels under which a notice reaches no agency that did not receive the message."""
         self._coverage: dict[tuple[str, str], dict[str, int]] = {}
 
     def coverage(self, a: str, b: str) -> dict[str, int]:
@@ -119,7 +123,7 @@ class PolicyEngine:
             if trace is not None:
                 trace.append(Check(started.rule, "REJECT", started.code, started.reason))
             return RoutingResult((), started), []
-        m, targets, notes = started
+        m, targets, notes, hidden = started
         rules = self._rules[message_type]
         decisions: list[Decision] = list(notes)
         details = [RecipientExplanation(d.recipient, "addressing",
@@ -142,32 +146,106 @@ class PolicyEngine:
         details.sort(key=lambda e: e.recipient)
         notify: tuple[str, ...] = ()
         if reviewed or (m.notify_on_delivery and any(d.outcome == "DELIVER" for d in decisions)):
-            notify = self._hubs_to_tell(m)
-        return RoutingResult(tuple(decisions), None, notify), details
+            notify = self._hubs_to_tell(m, decisions)
+        concealed = self._group_receipts(m, hidden) if hidden else ()
+        return RoutingResult(tuple(decisions), None, notify, concealed), details
 
-    def _hubs_to_tell(self, m: Message) -> tuple[str, ...]:
-        """Active hubs other than the sender (and a reply's asker) that the originator did not restrict."""
-        restricted = m.restricted
+    def _hubs_to_tell(self, m: Message, decisions: list[Decision]) -> tuple[str, ...]:
+        """Active hubs other than the sender (and a reply's asker) that a notice about `m` may reach."""
+        received = {d.recipient for d in decisions if d.outcome == "DELIVER"}
         return tuple(h for h in self._c.active_hubs
-                     if h not in (m.originator, m.asker) and h not in restricted
-                     and country_of(h) not in restricted)
+                     if h not in (m.originator, m.asker)
+                     and self._notice(h, m.restricted, m.tlp, received) is None)
+
+    def _group_receipts(self, m: Message, groups: list[str]) -> tuple[Decision, ...]:
+        """The sender's one receipt per concealed group: from the message's own terms only.
+
+        The members' own decisions also depend on who they are (suspended, restricted, cleared);
+        a receipt built from them would let a sender probe the membership (e.g. with `restricted`).
+        """
+        limit = self._c.tlp_limits.get(m.tlp)
+        outcome: Outcome = "DENY"
+        if m.type == "Reply":
+            code = R.REPLY_NOT_TO_ASKER
+        elif m.expired:
+            code = R.EXPIRED
+        elif limit is not None and limit[0] < GROUP:
+            code = limit[2]
+        elif m.h2_provider is not None:
+            code = R.NO_CONSENT_FOR_H2
+        elif m.derived_unknown and self._c.config.unknown_source == "deny":
+            code = R.UNKNOWN_SOURCE
+        elif m.hold is not None:
+            outcome, code = "HOLD", m.hold
+        else:
+            outcome, code = "DELIVER", R.GROUP_ROUTED
+        return tuple(Decision(f"group:{name}", outcome, code, R.REASONS[code], "group-receipt")
+                     for name in groups)
+
+    # -- notices --------------------------------------------------------------------------------
+    def notice_allowed(self, recipient: str, *, restricted: Iterable[str] = (), tlp: str | None = None,
+                       received: Collection[str] = ()) -> bool:
+        """Whether a notice about a message (hit notification, hub notice) may go to `recipient`.
+
+        Call it once per message the notice is about (a HIT_NOTIFICATION: the asker's query and the
+        reply) with that message's `envelope.restricted` and `envelope.tlp`; send only if every call
+        allows. See `notice_decision` for the rules.
+        """
+        return self._notice(recipient, _upper(restricted), _label(tlp), received) is None
+
+    def notice_decision(self, recipient: str, *, restricted: Iterable[str] = (), tlp: str | None = None,
+                        received: Collection[str] = ()) -> Decision:
+        """The audit's view of `notice_allowed`: DELIVER, or DENY with the code and reason.
+
+        A notice tells its recipient that the message exists, who sent or answered it and, for a
+        hit, who searched: it honours the message's terms as a copy of the message would.
+        Refused: an agency unknown to the directory (UNKNOWN_RECIPIENT) or not active
+        (RECIPIENT_SUSPENDED); one the message restricts, by code or by country
+        (RESTRICTED_BY_ORIGINATOR); one the TLP label keeps out (NOTICE_BEYOND_TLP). TLP 2.0, for
+        an agency that did not receive the message itself (`received`: the agencies it was
+        delivered to, which a notice tells nothing new):
+        RED - named recipients only: never; AMBER+STRICT - the recipient's organisation only:
+        never; AMBER - those the recipient must inform, need-to-know (the owner of a record that
+        hit, the hub that reviews): allowed, unless the policy keeps AMBER to named agencies
+        (`tlp.amber: named`); GREEN - the community: allowed; CLEAR: allowed. A missing label reads
+        as AMBER and an unknown one as RED, as in routing.
+        """
+        refused = self._notice(recipient, _upper(restricted), _label(tlp), received)
+        if refused is None:
+            return Decision(recipient, "DELIVER", None, None, "notice-terms")
+        return Decision(recipient, "DENY", refused[0], refused[1], "notice-terms")
+
+    def _notice(self, code: str, restricted: frozenset[str], tlp: str,
+                received: Collection[str]) -> tuple[str, str] | None:
+        """Why a notice may not reach `code` (code, reason), or None."""
+        agency = self._c.agencies.get(code)
+        if agency is None:
+            return R.UNKNOWN_RECIPIENT, f"{code} is not an agency in the directory."
+        if not agency.active:
+            return R.RECIPIENT_SUSPENDED, f"{code} is suspended from the bus."
+        if code in restricted or country_of(code) in restricted:
+            which = code if code in restricted else f"its country {country_of(code)}"
+            return R.RESTRICTED_BY_ORIGINATOR, f"The message restricts {which}, so {code} is not told of it."
+        if code not in received and tlp in self._c.notice_closed:
+            return R.NOTICE_BEYOND_TLP, f"TLP:{tlp} keeps a notice about the message from {code}."
+        return None
 
     def _start(self, message_type: str, record: dict[str, Any], *, owner: str, now: int,
                state: RoutingState, trace: list[Any] | None
-               ) -> tuple[Message, dict[str, Target], list[Decision]] | Rejection:
+               ) -> tuple[Message, dict[str, Target], list[Decision], list[str]] | Rejection:
         """The message-level checks and the expanded recipients, or why the whole message is refused."""
         if message_type not in self._rules:
             return Rejection(R.UNKNOWN_TYPE, f"{message_type} records may not be sent to an outbox (only "
                              "Alert, Query and Reply).", "message-type")
         try:
             m = self._prepare(message_type, record, owner=owner, now=now, state=state, trace=trace)
-            targets, notes = self._expand(m, record["envelope"].get("addressing") or {})
+            targets, notes, hidden = self._expand(m, record["envelope"].get("addressing") or {})
         except _Reject as exc:
             return exc.rejection
         except (KeyError, TypeError, AttributeError) as exc:
             return Rejection(R.INVALID, f"The record lacks or mistypes a field routing needs ({exc!r}).",
                              "well-formed")
-        return m, targets, notes
+        return m, targets, notes, hidden
 
     @staticmethod
     def _decide(m: Message, t: Target, rules: tuple[Rule, ...]) -> Decision:
@@ -178,13 +256,13 @@ class PolicyEngine:
             if v is None:
                 continue
             if v.outcome != "DELIVER":
-                return Decision(t.code, v.outcome, v.code, v.reason, rule.name)
+                return Decision(t.code, v.outcome, v.code, v.reason, rule.name, (), t.concealed)
             if note is not None:  # a second note (a redacted review copy): keep both
                 v = Verdict("DELIVER", v.code, f"{note.reason} {v.reason}", note.redactions + v.redactions)
             note, last = v, rule.name
         if note is None:
-            return Decision(t.code, "DELIVER", None, None, "default")
-        return Decision(t.code, "DELIVER", note.code, note.reason, last, note.redactions)
+            return Decision(t.code, "DELIVER", None, None, "default", (), t.concealed)
+        return Decision(t.code, "DELIVER", note.code, note.reason, last, note.redactions, t.concealed)
 
     @classmethod
     def _decide_traced(cls, m: Message, t: Target, rules: tuple[Rule, ...], checks: list[Check]) -> Decision:
@@ -244,7 +322,12 @@ class PolicyEngine:
         m.expired = expires is not None and expires <= now
         declared = env.get("data_categories")
         protected = BIOMETRIC_CATEGORIES.intersection(declared) if declared else _NO_ONE
-        m.protected = protected | categories_in(record) if record.get("subject") else protected
+        if record.get("subject") or record.get("criteria"):
+            found = locate(record)
+            m.protected = protected.union(cat for _, cat in found)
+            m.found = frozenset(f for f in found if f[0] != BIOMETRICS)
+        else:
+            m.protected = protected
         derived = env.get("derived_from")
         if derived:
             handling = state.handling_of(derived)
@@ -265,6 +348,10 @@ class PolicyEngine:
         m.asker = state.originator_of(asked)
         require("correlation-known", m.asker is not None, R.UNKNOWN_CORRELATION,
                 "The answered message {} was never routed by the bus.", asked)
+        delivered = state.delivered_to(asked)  # before anything about the answered message shows
+        require("replier-was-recipient", delivered is not None and m.originator in delivered,
+                R.NOT_A_RECIPIENT, "{} never received the answered message {} (sent by {}).",
+                m.originator, asked, m.asker)
         outcome = record["outcome"]
         require("refusal-has-ground", outcome != "REFUSED" or bool(record.get("refusal_ground")),
                 R.REFUSAL_WITHOUT_GROUND, "A REFUSED reply must name its refusal_ground.")
@@ -273,39 +360,75 @@ class PolicyEngine:
         require("outcome-fits-question", outcome in allowed, R.OUTCOME_NOT_ALLOWED,
                 "{} does not answer {} (allowed: {}).", outcome,
                 "an alert" if kind is None else f"a {kind} query", ", ".join(sorted(allowed)))
-        delivered = state.delivered_to(asked)
-        m.replier_ok = delivered is not None and m.originator in delivered
         m.hit_check_content = kind == "HIT_CHECK" and any(record.get(f) for f in HIT_CHECK_CONTENT)
         m.notify_on_delivery = kind is None and outcome in ("HIT", "FLAG")
 
     # -- addressing -----------------------------------------------------------------------------
-    def _expand(self, m: Message, addressing: Mapping[str, Any]) -> tuple[dict[str, Target], list[Decision]]:
-        """Recipients by code (the sender left out), and decisions about addressed groups."""
+    def _expand(self, m: Message, addressing: Mapping[str, Any]
+                ) -> tuple[dict[str, Target], list[Decision], list[str]]:
+        """Recipients by code (the sender left out), decisions about addressed groups, and the
+        addressed groups whose members the sender may not learn."""
         agencies = self._c.agencies
         sender = m.originator
         targets: dict[str, Target] = {}
         notes: list[Decision] = []
+        hidden: list[str] = []
         for code in addressing.get("agencies") or ():
             if code != sender:
                 targets[code] = Target(code, agencies.get(code), NAMED, "named")
         for name in sorted(set(addressing.get("groups") or ())):  # sorted: `via` names the first group
-            group = self.directory.group(name)
-            if group is None or group.expired(m.now):
-                code = R.UNKNOWN_RECIPIENT if group is None else R.GROUP_EXPIRED
-                why = (f"{name} is not a group in the directory." if group is None
-                       else f"The case group {name} has expired and reaches nobody.")
-                notes.append(Decision(f"group:{name}", "DENY", code, why, "group-valid"))
+            open_to_sender = self._group_gate(m, name, notes)
+            if open_to_sender is None:
                 continue
-            via = f"group {name}"
-            for code in sorted(self.directory.members_of(name, m.now)):
-                if code != sender and code not in targets:
-                    targets[code] = Target(code, agencies.get(code), GROUP, via)
+            if not open_to_sender:
+                hidden.append(name)
+            self._add_group(m, name, targets, concealed=None if open_to_sender else name)
         if addressing.get("broadcast"):
             for code in self._c.active:
-                if code not in targets and code != sender:
+                t = targets.get(code)
+                if t is not None:
+                    t.concealed = None  # the broadcast's receipts name every active agency anyway
+                elif code != sender:
                     targets[code] = Target(code, agencies[code], BROADCAST, "broadcast")
         self._add_implicit(m, targets)
-        return targets, notes
+        return targets, notes, hidden
+
+    def _add_group(self, m: Message, name: str, targets: dict[str, Target], *, concealed: str | None) -> None:
+        """The members of a group as targets; one reached also through a group of the sender's is not
+        concealed, and names that group in `via`."""
+        agencies, via = self._c.agencies, f"group {name}"
+        for code in sorted(self.directory.members_of(name, m.now)):
+            t = targets.get(code)
+            if t is None:
+                if code != m.originator:
+                    targets[code] = Target(code, agencies.get(code), GROUP, via, concealed=concealed)
+            elif t.concealed is not None and concealed is None:
+                t.concealed, t.via = None, via
+
+    def _group_gate(self, m: Message, name: str, notes: list[Decision]) -> bool | None:
+        """None (and a note) when the group reaches nobody for this sender, else whether the sender
+        may see its members (a member or a hub).
+
+        Only members and hubs may address a case group: to anyone else it answers exactly as an
+        unknown name, expired or not. A standing group (a region) may be addressed by anyone; a
+        sender that is neither in it nor a hub gets one receipt for the group, not one per member.
+        """
+        sender = m.originator
+        group = self.directory.group(name)
+        if group is None:
+            code, why = R.UNKNOWN_RECIPIENT, f"{name} is not a group in the directory."
+        else:
+            case = group.kind == "CASE"
+            member = sender in group.members if case else name in self._c.agencies[sender].groups
+            seen = member or sender in self._c.hubs
+            if case and not seen:
+                code, why = R.NOT_A_GROUP_MEMBER, f"{sender} is not a member of the case group {name}."
+            elif group.expired(m.now):
+                code, why = R.GROUP_EXPIRED, f"The case group {name} has expired and reaches nobody."
+            else:
+                return seen
+        notes.append(Decision(f"group:{name}", "DENY", code, why, "group-valid"))
+        return None
 
     def _add_implicit(self, m: Message, targets: dict[str, Target]) -> None:
         """Recipients the addressing does not name: the hubs reviewing a held alert, a reply's asker."""
@@ -316,6 +439,15 @@ class PolicyEngine:
                     targets[hub] = Target(hub, agencies[hub], NAMED, "review", review=True)
         if m.asker is not None and m.asker != m.originator:
             targets[m.asker] = Target(m.asker, agencies.get(m.asker), NAMED, "asker")
+
+
+def _upper(codes: Iterable[str]) -> frozenset[str]:
+    return frozenset(str(c).upper() for c in codes)
+
+
+def _label(tlp: str | None) -> str:
+    label = tlp or "AMBER"
+    return label if label in TLP_LABELS else "RED"  # an unknown label gets the strictest reading
 
 
 def compile_policy(policy_cfg: PolicyConfig | Mapping[str, Any], directory: Directory) -> PolicyEngine:

@@ -12,6 +12,7 @@ import yaml
 from liaison.core.files import read_config
 from liaison.directory import check_agency_code
 from liaison.errors import ConfigError
+from liaison.policy.reasons import FIELDS_REMOVED, PUBLIC, REASONS
 
 if TYPE_CHECKING:
     from liaison.directory import Directory
@@ -25,7 +26,11 @@ Reach = Literal["named", "groups"]
 # -- results --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What happens to one message for one recipient."""
+    """What happens to one message for one recipient.
+
+    `reason_code` and `reason` are the detail, for the audit trail; `public_code` and
+    `public_reason` are what the sender's receipt may show (see reasons.PUBLIC).
+    """
 
     recipient: str  # an agency code; `group:<NAME>` for a decision about an addressed group
     outcome: Outcome
@@ -33,6 +38,25 @@ class Decision:
     reason: str | None
     rule: str  # the deciding rule's name, for `liaison policy explain`
     redactions: tuple[str, ...] = ()  # field paths removed before delivery, e.g. subject.biometrics
+    concealed_via: str | None = None
+    """The group through which alone this recipient was reached, when the sender is neither a member
+    of it nor a hub: the sender gets no receipt naming this recipient, only the group's one receipt
+    (RoutingResult.concealed)."""
+
+    @property
+    def public_code(self) -> str | None:
+        """The reason code the sender's receipt shows."""
+        if self.redactions:
+            return FIELDS_REMOVED
+        code = self.reason_code
+        return code if code is None else PUBLIC.get(code, code)
+
+    @property
+    def public_reason(self) -> str | None:
+        """The reason the sender's receipt shows: general words wherever the detail is not its own."""
+        if self.redactions or self.reason_code in PUBLIC:
+            return REASONS[self.public_code or ""]
+        return self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +67,16 @@ class Rejection:
     reason: str
     rule: str = ""
 
+    @property
+    def public_code(self) -> str:
+        """The code the sender's REJECTED receipt shows (the dead letter keeps `code`)."""
+        return PUBLIC.get(self.code, self.code)
+
+    @property
+    def public_reason(self) -> str:
+        """The reason the sender's REJECTED receipt shows (the dead letter keeps `reason`)."""
+        return REASONS[self.public_code] if self.code in PUBLIC else self.reason
+
 
 @dataclass(frozen=True, slots=True)
 class RoutingResult:
@@ -51,10 +85,19 @@ class RoutingResult:
     decisions: tuple[Decision, ...]  # one per expanded recipient, denied ones included, sorted
     rejection: Rejection | None = None
     notify_hub: tuple[str, ...] = ()  # hubs to tell: held alerts, FLAG and HIT replies to alerts
+    concealed: tuple[Decision, ...] = ()
+    """One decision per addressed group whose members the sender may not learn (recipient
+    `group:<NAME>`, sorted): the sender's receipt in place of those of the decisions with that
+    `concealed_via`. It depends on the message alone, never on who is in the group."""
 
     @property
     def delivered(self) -> tuple[str, ...]:
         return tuple(d.recipient for d in self.decisions if d.outcome == "DELIVER")
+
+    @property
+    def sender_view(self) -> tuple[Decision, ...]:
+        """The decisions the sender gets a receipt for (use their public_code / public_reason)."""
+        return (*(d for d in self.decisions if d.concealed_via is None), *self.concealed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +143,11 @@ class Explanation:
             "recipients": [{"recipient": r.recipient, "via": r.via, "outcome": r.decision.outcome,
                             "reason_code": r.decision.reason_code, "rule": r.decision.rule,
                             "redactions": list(r.decision.redactions),
+                            "public_code": r.decision.public_code,
+                            "concealed_via": r.decision.concealed_via,
                             "checks": [check(c) for c in r.checks]} for r in self.recipients],
+            "concealed": [{"recipient": d.recipient, "outcome": d.outcome, "reason_code": d.reason_code,
+                           "reason": d.reason} for d in self.result.concealed],
             "notify_hub": list(self.result.notify_hub),
         }
 

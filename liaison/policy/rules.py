@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from liaison.directory import Agency, country_of
 from liaison.policy import reasons as R  # short alias: rules cite many codes
 from liaison.policy.model import Outcome
-from liaison.policy.redaction import paths_for
+from liaison.policy.redaction import Found, paths_for
 
 if TYPE_CHECKING:
     from liaison.policy.engine import Compiled
@@ -32,23 +32,24 @@ class Verdict(NamedTuple):
 class Target:
     """One expanded recipient of one message."""
 
-    __slots__ = ("agency", "channel", "code", "review", "via")
+    __slots__ = ("agency", "channel", "code", "concealed", "review", "via")
 
-    def __init__(self, code: str, agency: Agency | None, channel: int, via: str,
-                 review: bool = False) -> None:
+    def __init__(self, code: str, agency: Agency | None, channel: int, via: str, *,
+                 review: bool = False, concealed: str | None = None) -> None:
         self.code = code
         self.agency = agency
         self.channel = channel
         self.via = via
         self.review = review  # a hub's copy of a held alert, for review
+        self.concealed = concealed  # reached only through this group, which the sender is not in
 
 
 class Message:
     """What the rules need to know about one message, computed once before the recipients."""
 
-    __slots__ = ("asker", "derived_unknown", "expired", "h2_provider", "hit_check_content", "hold",
-                 "notify_on_delivery", "now", "originator", "protected", "record", "replier_ok",
-                 "restricted", "tlp", "type")
+    __slots__ = ("asker", "derived_unknown", "expired", "found", "h2_provider", "hit_check_content", "hold",
+                 "notify_on_delivery", "now", "originator", "protected", "record", "restricted", "tlp",
+                 "type")
 
     def __init__(self, message_type: str, record: dict[str, Any], originator: str, now: int) -> None:
         self.type = message_type
@@ -59,11 +60,11 @@ class Message:
         self.restricted: frozenset[str] = frozenset()
         self.expired = False
         self.protected: frozenset[str] = frozenset()  # biometric categories present or declared
+        self.found: Found = frozenset()  # (place, category) of biometric entries of identifiers, criteria
         self.h2_provider: str | None = None  # set when the H2 provider's consent is missing
         self.derived_unknown = False  # derived_from names a message the bus never routed
         self.hold: str | None = None  # NOTICE_REVIEW or NEUTRALITY_REVIEW
         self.asker: str | None = None  # replies: the originator of the answered message
-        self.replier_ok = True  # replies: the replier received the answered message
         self.hit_check_content = False  # replies to a HIT_CHECK carrying more than a reference
         self.notify_on_delivery = False  # FLAG and HIT replies to alerts: tell the hubs
 
@@ -193,7 +194,7 @@ class Biometrics(Rule):
                                          f"{', '.join(sorted(unagreed))}")
         if not self.redact:
             return Verdict("DENY", code, why[0].upper() + why[1:] + ".")
-        paths = paths_for(missing | unagreed)
+        paths = paths_for(missing | unagreed, m.found)
         return Verdict("DELIVER", code, f"Removed {', '.join(paths)}: {why}.", paths)
 
 
@@ -235,19 +236,6 @@ class ReplyToAsker(Rule):
         return None
 
 
-class ReplierWasRecipient(Rule):
-    name = "replier-was-recipient"
-
-    def applies(self, m: Message) -> bool:
-        return not m.replier_ok
-
-    def check(self, m: Message, t: Target) -> Verdict | None:
-        if not m.replier_ok:
-            return Verdict("DENY", R.NOT_A_RECIPIENT,
-                           f"{m.originator} never received the message it answers.")
-        return None
-
-
 class HitCheckContent(Rule):
     name = "hit-check-content"
 
@@ -272,6 +260,6 @@ def rule_lists(c: Compiled) -> dict[str, tuple[Rule, ...]]:
         "Alert": (*base, TlpReach(c), OnwardSharing(c), *deny_bio, NeutralityReview(c), NoticeReview(c),
                   *note_bio),
         "Query": (*base, TlpReach(c), OnwardSharing(c), *deny_bio, *note_bio),
-        "Reply": (RecipientKnown(c), ReplyToAsker(c), *base[1:], ReplierWasRecipient(c), HitCheckContent(c),
-                  OnwardSharing(c), *deny_bio, *note_bio),
+        "Reply": (RecipientKnown(c), ReplyToAsker(c), *base[1:], HitCheckContent(c), OnwardSharing(c),
+                  *deny_bio, *note_bio),
     }

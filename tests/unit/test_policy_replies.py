@@ -53,11 +53,33 @@ def test_reply_to_an_unknown_message_is_rejected(state: MemoryState) -> None:
 
 
 def test_replier_must_have_received_the_message(state: MemoryState) -> None:
-    """Only a recipient of the answered message may answer it."""
+    """Only a recipient of the answered message may answer it: the whole reply is refused."""
     asked = routed(state, "DE-BKA", ["US-FBI"], query_kind="INFORMATION")
-    assert codes(route("Reply", reply("FR-PN", asked), state)) == {"DE-BKA": R.NOT_A_RECIPIENT}
-    state.delivered.pop(asked)
-    assert codes(route("Reply", reply("FR-PN", asked), state)) == {"DE-BKA": R.NOT_A_RECIPIENT}
+    for _ in range(2):
+        result = route("Reply", reply("FR-PN", asked), state)
+        assert result.decisions == ()
+        assert result.rejection is not None
+        assert result.rejection.code == R.NOT_A_RECIPIENT
+        state.delivered.pop(asked, None)  # then: nothing known of its recipients
+
+
+def test_a_non_recipient_replier_learns_nothing_about_the_message(state: MemoryState) -> None:
+    """To a replier that never received it, a routed message answers as one never routed: no
+    asker named, no kind revealed (even with an outcome that does not fit it), no recipient."""
+    asked = routed(state, "DE-BKA", ["US-FBI"], query_kind="HIT_CHECK")
+    unknown = route("Reply", reply("FR-PN", "00000000-0000-0000-0000-000000000000"), state).rejection
+    assert unknown is not None
+    for outcome in ("HIT", "GRANTED", "FLAG"):
+        result = route("Reply", reply("FR-PN", asked, outcome=outcome), state)
+        assert result.decisions == ()
+        refused = result.rejection
+        assert refused is not None
+        assert refused.code == R.NOT_A_RECIPIENT  # the detail, for the dead letter
+        assert "DE-BKA" in refused.reason
+        assert (refused.public_code, refused.public_reason) == (unknown.public_code, unknown.public_reason)
+        assert refused.public_code == R.UNKNOWN_CORRELATION
+        assert "DE-BKA" not in refused.public_reason
+        assert "HIT_CHECK" not in refused.public_reason
 
 
 def test_refused_reply_needs_a_ground(state: MemoryState) -> None:

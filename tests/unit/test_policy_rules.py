@@ -122,7 +122,7 @@ def test_live_case_group_delivers_and_expired_one_reaches_nobody() -> None:
     """A case group reaches its members until it expires; then one GROUP_EXPIRED decision."""
     live = route("Alert", alert(groups=["JIT-A"]))
     assert outcomes(live) == {"DE-BKA": "DELIVER", "US-FBI": "DELIVER"}
-    expired = route("Alert", alert("DE-BKA", groups=["JIT-OLD"]))
+    expired = route("Alert", alert("BR-PF", groups=["JIT-OLD"]))
     assert codes(expired) == {"group:JIT-OLD": R.GROUP_EXPIRED}
     assert expired.delivered == ()
 
