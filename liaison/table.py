@@ -61,6 +61,8 @@ class CompactedTable(AsyncResource):
         self._consumer = AIOKafkaConsumer(
             **self._settings.kafka_kwargs(), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
+            # a lazy table is read on demand, on someone's critical path: no long poll
+            fetch_max_wait_ms=10 if self._lazy else 500,
         )
         await self._consumer.start()
         partitions = await self._partitions(timeout_s)

@@ -1,26 +1,35 @@
-"""The router service: pattern-subscribed consumer, one transactional producer per input partition.
+"""The router service: one consumer and one transactional producer per instance (KIP-447).
 
-aiokafka implements the transaction protocol before KIP-447 (no fencing by consumer group), so
-zombies are fenced the classic way: the transactional id is derived from the input partition
-(`<prefix>.<topic>.<partition>`). Whoever owns a partition initialises that id first, which
-aborts a stalled previous owner's open transaction and fences its producer; only then does it
-read the committed offset and resume.
+The Kafka clients are confluent-kafka's (librdkafka), not aiokafka's, for three reasons an
+agency-facing service cannot do without:
+- a record is read whatever its bytes: librdkafka hands over a record with a header key that is
+  not UTF-8, where aiokafka's fetcher raises for the whole fetch and stalls the partition forever;
+- `send_offsets_to_transaction(offsets, consumer_group_metadata())` fences zombies by consumer
+  group generation, so one producer serves every partition however many agencies there are;
+- the `cooperative-sticky` assignor moves only the partitions that change owner, so onboarding an
+  agency (a new outbox topic) does not revoke everyone else's.
+
+One loop: consume a batch, route it record by record (a record's fault is its own dead letter),
+then produce everything and commit the offsets in one transaction. Rebalance callbacks run inside
+`consume()`, so they never meet an open transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
+import uuid
 from collections import defaultdict
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.aio import AIOConsumer
 from prometheus_client import CollectorRegistry
 
-from liaison.batching import BatchSender
 from liaison.codec import UnknownSchemaId
 from liaison.contract import learn_unknown, ready_codec
 from liaison.core.metrics import MetricsServer
@@ -30,20 +39,26 @@ from liaison.errors import DecodeError
 from liaison.kafka_admin import ensure_topics
 from liaison.policy import load_policy
 from liaison.registry_client import RegistryClient
+from liaison.security.admin import librdkafka_config
 from liaison.table import json_bytes
 from liaison.topics import FAMILIES
 from services.router.metrics import RouterMetrics
-from services.router.pipeline import BatchOutcome, Pipeline, Source
+from services.router.pipeline import BatchOutcome, Decoded, Pipeline, Source
 from services.router.settings import RouterSettings
 from services.router.state import RouterState
 
 log = structlog.get_logger(__name__)
 
 LAG_INTERVAL_S = 5.0  # how often the consumer-lag gauge is measured
+ABORT_BACKOFF_S = 0.5  # before reading an aborted batch again
+
+
+class PipelineRestart(Exception):  # a control-flow signal, not an error to report
+    """A Kafka-level fault (fenced, fatal producer error): the clients start over, nothing is lost."""
 
 
 class Router:
-    """Consume outboxes, route in batches, commit each partition's batch in one transaction."""
+    """Consume outboxes, route in batches, commit each batch in one transaction."""
 
     def __init__(self, settings: RouterSettings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
@@ -54,21 +69,19 @@ class Router:
                                  queries_topic=settings.topics.queries)
         self.directory = DirectoryFeed(settings)
         self._registry_client = RegistryClient.from_settings(settings)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
-        self._senders: dict[TopicPartition, BatchSender] = {}
-        self._inflight: dict[TopicPartition, asyncio.Task[None]] = {}
-        self._fatal: Exception | None = None
-        self._pending: dict[TopicPartition, list[Any]] = {}
-        self._settled = asyncio.Event()  # set once every assigned partition has its producer
-        # Next offset to route per owned partition: records below it are already committed, e.g.
-        # a batch fetched before a rebalance and fetched again after the seek to the committed offset.
-        self._next: dict[TopicPartition, int] = {}
-        self._lock = asyncio.Lock()
+        self._consumer: AIOConsumer | None = None
+        self._producer: Producer | None = None
+        self._owned: set[tuple[str, int]] = set()
         self._pipeline: Pipeline | None = None
         self._started = False
         self.lag_interval_s = LAG_INTERVAL_S
         self._lag_task: asyncio.Task[None] | None = None
+        instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.transactional_id = f"{settings.transactional_prefix}.{instance}"
+
+    @property
+    def owned_partitions(self) -> int:
+        return len(self._owned)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,19 +104,46 @@ class Router:
             return compiled
 
         await self.state.start()
-        self._pipeline = Pipeline(codec, engine, self.state, self.settings.topics)
-        self._consumer = AIOKafkaConsumer(
-            **self.settings.kafka_kwargs(), group_id=self.settings.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-            metadata_max_age_ms=self.settings.metadata_max_age_ms,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, self.settings.session_timeout_ms // 5),
-            max_poll_records=self.settings.batch_max_records,
-        )
-        await self._consumer.start()
-        self._consumer.subscribe(pattern=self.settings.topics.outbox_pattern, listener=_Rebalance(self))
-        self._lag_task = asyncio.create_task(self._measure_lag(self._consumer))
+        self._pipeline = Pipeline(codec, engine, self.state, self.settings.topics,
+                                  limits=self.settings.limits())
+        await self._start_clients()
+        self._lag_task = asyncio.create_task(self._measure_lag())
+
+    async def _start_clients(self) -> None:
+        s = self.settings
+        base = librdkafka_config(s)
+        producer = Producer({
+            **base, "transactional.id": self.transactional_id, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5, "partitioner": "murmur2_random",  # the Java client's: a case keeps its partition
+            "transaction.timeout.ms": s.transaction_timeout_ms, "message.max.bytes": s.max_output_bytes,
+            "queue.buffering.max.messages": 1_000_000,
+        })
+        await asyncio.to_thread(producer.init_transactions, 30)  # fences a previous incarnation
+        self._producer = producer
+        consumer = AIOConsumer({
+            **base, "group.id": s.group_id, "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": s.session_timeout_ms,
+            "heartbeat.interval.ms": max(1000, s.session_timeout_ms // 5),
+            "topic.metadata.refresh.interval.ms": s.metadata_max_age_ms,
+            "fetch.wait.max.ms": s.fetch_max_wait_ms,
+        }, max_workers=2)
+        await consumer.subscribe([s.topics.outbox_pattern], on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._consumer = consumer
+
+    async def _stop_clients(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                await consumer.close()  # leaves the group: the partitions move at once
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaException):
+                await asyncio.to_thread(producer.flush, 5)
+        self._owned.clear()
+        self.metrics.partitions.set(0)
 
     async def stop(self) -> None:
         if not self._started:
@@ -114,188 +154,174 @@ class Router:
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
-        # run() has returned, so no transaction is open. Leaving the group revokes our
-        # partitions (their producers stop in _revoked); then stop whatever is left.
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-        async with self._lock:
-            for producer in self._producers.values():
-                await producer.stop()
-            self._producers.clear()
-            self._senders.clear()
+        await self._stop_clients()  # run() has returned, so no transaction is open
         await self.state.stop()
         await self.directory.stop()
         await self._registry_client.close()
 
-    # -- partitions -----------------------------------------------------------------------------
-    async def _assigned(self, partitions: set[TopicPartition]) -> None:
-        self._settled.clear()
-        async with self._lock:
-            for tp in sorted(partitions):
-                if tp in self._producers:
-                    continue
-                producer = AIOKafkaProducer(
-                    **self.settings.kafka_kwargs(), enable_idempotence=True, acks="all",
-                    transactional_id=f"{self.settings.transactional_prefix}.{tp.topic}.{tp.partition}",
-                    linger_ms=5, max_batch_size=256 * 1024, retry_backoff_ms=10,
-                )
-                await producer.start()  # InitProducerId: fences and aborts a previous owner
-                self._producers[tp] = producer
-                self._senders[tp] = BatchSender(producer)
-                assert self._consumer is not None
-                committed = await self._consumer.committed(tp)
-                if committed is not None:
-                    self._consumer.seek(tp, committed)
-                self._next[tp] = committed or 0
-            self.metrics.partitions.set(len(self._producers))
-            log.info("partitions assigned", count=len(partitions))
-        self._settled.set()
+    # -- partitions (called inside consume(), between transactions) -----------------------------
+    async def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.partitions.set(len(self._owned))
+        log.info("partitions assigned", count=len(partitions), owned=len(self._owned))
 
-    async def _revoked(self, partitions: set[TopicPartition]) -> None:
-        self._settled.clear()
-        async with self._lock:
-            for tp in partitions:
-                task = self._inflight.get(tp)
-                if task is not None:  # let its transaction finish before giving the partition up
-                    await asyncio.wait([task])
-                self._next.pop(tp, None)
-                self._pending.pop(tp, None)
-                self._senders.pop(tp, None)
-                producer = self._producers.pop(tp, None)
-                if producer is not None:
-                    await producer.stop()
-            self.metrics.partitions.set(len(self._producers))
+    async def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._owned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.partitions.set(len(self._owned))
+        log.info("partitions revoked", count=len(partitions), owned=len(self._owned))
 
     # -- consumer lag ---------------------------------------------------------------------------
-    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """Every few seconds, per topic family: records in owned outbox partitions not routed yet.
-
-        The end is the last stable offset (we read committed); the progress is the committed
-        offset while a batch is in flight, else the fetch position (which also steps over
-        transaction markers). Nothing is measured during a rebalance, when fetched records may
-        belong to no batch yet.
-        """
+    async def _measure_lag(self) -> None:
+        """Every few seconds, per topic family: records in owned outbox partitions not routed yet
+        (high watermark seen by the last fetch minus the position; no request to the broker)."""
         while True:
-            if self._settled.is_set():
-                await self._measure_lag_once(consumer)
             await asyncio.sleep(self.lag_interval_s)
-
-    async def _measure_lag_once(self, consumer: AIOKafkaConsumer) -> None:
-        lag = dict.fromkeys(FAMILIES.values(), 0)
-        try:
-            async with asyncio.timeout(self.lag_interval_s + 5):
-                owned = [tp for tp in consumer.assignment() if tp in self._next]
-                ends = await consumer.end_offsets(owned) if owned else {}
-                for tp, end in ends.items():
+            consumer = self._consumer
+            if consumer is None:
+                continue
+            lag = dict.fromkeys(FAMILIES.values(), 0)
+            try:
+                owned = [TopicPartition(t, p) for t, p in sorted(self._owned)]
+                positions = await consumer.position(owned) if owned else []
+                for tp in positions:
+                    _, high = await consumer.get_watermark_offsets(tp, cached=True)
                     parsed = self.settings.topics.parse_outbox(tp.topic)
-                    position = await consumer.position(tp)  # may yield: check "busy" after it
-                    busy = tp in self._inflight or tp in self._pending
-                    done = self._next.get(tp) if busy else position
-                    if parsed is not None and done is not None:
-                        lag[FAMILIES[parsed[0]]] += max(0, end - done)
-        except (KafkaError, TimeoutError) as exc:  # a rebalance or a slow broker: measure again later
-            log.debug("consumer lag not measured", error=str(exc) or type(exc).__name__)
-            return
-        if self._settled.is_set():
+                    if parsed is not None and tp.offset >= 0 and high >= 0:
+                        lag[FAMILIES[parsed[0]]] += max(0, high - tp.offset)
+            except (KafkaException, RuntimeError) as exc:  # a rebalance or a restart: measure later
+                log.debug("consumer lag not measured", error=str(exc))
+                continue
             for family, records in lag.items():
                 self.metrics.lag.labels(family).set(records)
 
     # -- the loop -------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownSignal) -> None:
-        """Fetch, and hand each partition's batch to its own task, so that one partition's
-        transaction commit never holds up the others. A busy partition is paused until its
-        batch is committed; records stay in order within a partition."""
-        consumer = self._consumer
-        assert consumer is not None
-        try:
-            while not shutdown.is_set:
-                if self._fatal is not None:
-                    raise self._fatal
-                batches = await consumer.getmany(timeout_ms=self.settings.batch_timeout_ms,
-                                                 max_records=self.settings.batch_max_records)
-                while batches and not self._settled.is_set() and not shutdown.is_set:
-                    # A rebalance is under way: wait until every partition is fenced and positioned.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._settled.wait(), 1.0)
-                owned = consumer.assignment()
-                for tp, records in batches.items():
-                    if tp not in self._producers or tp not in owned:
-                        continue  # revoked meanwhile; the new owner reads from the committed offset
-                    if tp in self._inflight:  # fetched before the pause took effect: queue behind it
-                        self._pending.setdefault(tp, []).extend(records)
-                        continue
-                    consumer.pause(tp)
-                    self._inflight[tp] = asyncio.create_task(self._run_batch(tp, records))
-        finally:
-            if self._inflight:
-                await asyncio.wait(list(self._inflight.values()))
-
-    async def _run_batch(self, tp: TopicPartition, records: list[Any]) -> None:
-        try:
-            while records:
-                await self._process(tp, records)
-                records = self._pending.pop(tp, [])
-        except Exception as exc:
-            log.exception("routing failed; the router stops", topic=tp.topic, partition=tp.partition)
-            self._fatal = exc
-        finally:
-            self._inflight.pop(tp, None)
-            if tp in self._producers and self._consumer is not None:
-                self._consumer.resume(tp)
-
-    async def _process(self, tp: TopicPartition, records: list[Any]) -> None:
-        assert self._pipeline is not None
-        assert self._consumer is not None
-        first_new = self._next.get(tp, 0)
-        if records[0].offset < first_new:
-            records = [r for r in records if r.offset >= first_new]
+        """Route batch after batch until shutdown; a Kafka-level fault restarts the clients."""
+        while not shutdown.is_set:
+            consumer = self._consumer
+            assert consumer is not None
+            messages = await consumer.consume(num_messages=self.settings.batch_max_records,
+                                              timeout=self.settings.batch_timeout_ms / 1000)
+            if shutdown.is_set and not messages:
+                break
+            records = []
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    records.append(message)
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", error=str(error))
             if not records:
-                return
+                continue
+            try:
+                await self._process(records)
+            except PipelineRestart as exc:
+                log.warning("restarting the Kafka clients", reason=str(exc))
+                await self._stop_clients()
+                await asyncio.sleep(ABORT_BACKOFF_S)
+                await self._start_clients()
+
+    async def _process(self, messages: list[Any]) -> None:
+        pipeline = self._pipeline
+        assert pipeline is not None
+        sources = [Source.of(m) for m in messages]
+        decoded = [await self._decode(src) for src in sources]
+        await self._refresh_state(decoded)
         out = BatchOutcome()
-        for rec in records:
-            await self._route_one(Source.of(rec), out)
-        producer = self._producers[tp]
+        for src, item in zip(sources, decoded, strict=True):
+            if pipeline.unknown_references(item, out):
+                self.metrics.catch_ups.inc()
+                await self._catch_up_on(item, out)
+            pipeline.handle(src, item, out)
         started = time.monotonic()
+        if await self._commit(sources, out):
+            self._committed(out, len(sources), time.monotonic() - started)
+
+    async def _decode(self, src: Source) -> Decoded:
+        """Decoded record, or the DecodeError that sends it to the dead-letter topic."""
+        pipeline = self._pipeline
+        assert pipeline is not None
         try:
-            async with producer.transaction():
-                names = self.settings.topics
-                outgoing = [(o.topic, o.key, o.value) for o in out.outputs]
-                for topic, updates in ((names.routed, out.routed), (names.consents, out.consents),
-                                       (names.queries, out.queries)):
-                    outgoing += [(topic, k.encode(), json_bytes(v)) for k, v in updates.items()]
-                futures = await self._senders[tp].send(outgoing)
-                await producer.send_offsets_to_transaction(
-                    {tp: records[-1].offset + 1}, self.settings.group_id)
-            await asyncio.gather(*futures)
-        except ProducerFenced:
-            log.warning("fenced: another router owns this partition now", topic=tp.topic,
-                        partition=tp.partition)
-            self.metrics.commits.labels("fenced").inc()
-            await self._drop(tp)
-            return
-        except KafkaError as exc:
-            log.error("transaction aborted; the batch will be read again", error=str(exc),  # noqa: TRY400  # a known fault, named
+            try:
+                return pipeline.decode(src)
+            except UnknownSchemaId as exc:
+                if not await learn_unknown(pipeline.codec, self._registry_client, exc.schema_id):
+                    raise
+                return pipeline.decode(src)
+        except DecodeError as exc:
+            return exc
 
-                      topic=tp.topic, partition=tp.partition)
-            self.metrics.commits.labels("aborted").inc()
-            self._pending.pop(tp, None)  # read again from the batch's first offset
-            self._consumer.seek(tp, records[0].offset)
-            await asyncio.sleep(0.5)
-            return
-        self._next[tp] = records[-1].offset + 1
-        self._committed(out, records, time.monotonic() - started)
+    async def _refresh_state(self, decoded: list[Decoded]) -> None:
+        """One read of the shared state per batch when it holds an id not seen here yet: another
+        instance may have routed it (a message id belongs to whoever routed it first)."""
+        pipeline = self._pipeline
+        assert pipeline is not None
+        if any(pipeline.unseen_id(item) for item in decoded):
+            await self.state.catch_up_routed(self.settings.catch_up_timeout_s)
 
-    async def _drop(self, tp: TopicPartition) -> None:
-        self._next.pop(tp, None)
-        self._senders.pop(tp, None)
-        producer = self._producers.pop(tp, None)
-        if producer is not None:
-            with contextlib.suppress(KafkaError):
-                await producer.stop()
-        self.metrics.partitions.set(len(self._producers))
+    async def _catch_up_on(self, item: Decoded, out: BatchOutcome) -> None:
+        """Another instance may have committed the cited message a moment ago. Its transaction's
+        markers reach each partition separately, so the state topic can lag the inbox the replier
+        read it from by a few milliseconds: read up to date, and again, until it shows or time is up."""
+        assert self._pipeline is not None
+        deadline = time.monotonic() + self.settings.catch_up_timeout_s
+        while True:
+            await self.state.catch_up(max(0.1, deadline - time.monotonic()))
+            if not self._pipeline.unknown_references(item, out) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.05)
 
-    def _committed(self, out: BatchOutcome, records: list[Any], seconds: float) -> None:
+    async def _commit(self, sources: list[Source], out: BatchOutcome) -> bool:
+        """Everything the batch causes, and its offsets, in one transaction. False: read it again."""
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None
+        assert consumer is not None
+        names = self.settings.topics
+        offsets: dict[tuple[str, int], int] = {}
+        firsts: dict[tuple[str, int], int] = {}
+        for src in sources:
+            offsets[(src.topic, src.partition)] = src.offset + 1
+            firsts.setdefault((src.topic, src.partition), src.offset)
+        try:
+            producer.begin_transaction()
+            for o in out.outputs:
+                self._produce(producer, o.topic, o.key, o.value)
+            for topic, updates in ((names.routed, out.routed), (names.consents, out.consents),
+                                   (names.queries, out.queries)):
+                for k, v in updates.items():
+                    self._produce(producer, topic, k.encode(), json_bytes(v))
+            metadata = await consumer.consumer_group_metadata()
+            await asyncio.to_thread(producer.send_offsets_to_transaction,
+                                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()], metadata)
+            await asyncio.to_thread(producer.commit_transaction)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            fatal = not isinstance(error, KafkaError) or error.fatal() or not error.txn_requires_abort()
+            self.metrics.commits.labels("fenced" if fatal else "aborted").inc()
+            log.warning("transaction aborted; the batch will be read again", error=str(exc))
+            if not fatal:
+                with contextlib.suppress(KafkaException):
+                    await asyncio.to_thread(producer.abort_transaction)
+                for (topic, partition), first in firsts.items():
+                    with contextlib.suppress(KafkaException):
+                        await consumer.seek(TopicPartition(topic, partition, first))
+                await asyncio.sleep(ABORT_BACKOFF_S)
+                return False
+            raise PipelineRestart(str(exc)) from None
+        producer.poll(0)  # serve delivery reports, which would otherwise pile up
+        return True
+
+    @staticmethod
+    def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+            except BufferError:  # the local queue is full: let librdkafka send some first
+                producer.poll(0.05)
+            else:
+                return
+
+    def _committed(self, out: BatchOutcome, records: int, seconds: float) -> None:
         """Apply our own writes to the state view at once, then count."""
         for key, value in out.routed.items():
             self.state.routed.put_local(key, value)
@@ -306,7 +332,7 @@ class Router:
         m = self.metrics
         m.commits.labels("committed").inc()
         m.txn_seconds.observe(seconds)
-        m.records.inc(len(records))
+        m.records.inc(records)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for message_type, outcome, reason in out.decisions:
             counts[(message_type, outcome)] += 1
@@ -320,47 +346,6 @@ class Router:
         for created in out.created_ms:
             m.latency.observe(max(0.0, (now_ms - created) / 1000))
 
-    async def _route_one(self, src: Source, out: BatchOutcome) -> None:
-        assert self._pipeline is not None
-        pipeline = self._pipeline
-        try:
-            try:
-                message_type, record = pipeline.decode(src)
-            except UnknownSchemaId as exc:
-                if not await learn_unknown(pipeline.codec, self._registry_client, exc.schema_id):
-                    raise
-                message_type, record = pipeline.decode(src)
-        except DecodeError as exc:
-            pipeline.dead_letter(src, exc.code, str(exc), out)
-            return
-        if pipeline.unknown_references(record):
-            self.metrics.catch_ups.inc()
-            await self._catch_up_on(record)
-        pipeline.route(src, message_type, record, out)
-
-    async def _catch_up_on(self, record: dict[str, Any]) -> None:
-        """Another instance may have committed the cited message a moment ago. Its transaction's
-        markers reach each partition separately, so the state topic can lag the inbox the replier
-        read it from by a few milliseconds: read up to date, and again, until it shows or time is up."""
-        assert self._pipeline is not None
-        deadline = time.monotonic() + self.settings.catch_up_timeout_s
-        while True:
-            await self.state.catch_up(max(0.1, deadline - time.monotonic()))
-            if not self._pipeline.unknown_references(record) or time.monotonic() >= deadline:
-                return
-            await asyncio.sleep(0.05)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, router: Router) -> None:
-        self.router = router
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.router._revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.router._assigned(assigned)
-
 
 async def run(settings: RouterSettings, shutdown: ShutdownSignal) -> None:
     router = Router(settings)
@@ -369,5 +354,5 @@ async def run(settings: RouterSettings, shutdown: ShutdownSignal) -> None:
         await stack.enter_async_context(metrics)
         await router.start()
         stack.push_async_callback(router.stop)
-        log.info("router running", metrics=metrics.url)
+        log.info("router running", metrics=metrics.url, transactional_id=router.transactional_id)
         await router.run(shutdown)

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from liaison.policy.reasons import REASONS, REJECTIONS
 from liaison.schemas import MESSAGE_TYPES
 from liaison.topics import FAMILIES
+from services.router.limits import CODES as LIMIT_CODES
 
 OUTCOMES = ("DELIVER", "DENY", "HOLD")
 TRANSACTION_RESULTS = ("committed", "aborted", "fenced")
@@ -19,7 +20,7 @@ DECODE_ERRORS = ("BAD_MAGIC_BYTE", "TRUNCATED", "SCHEMA_MISMATCH", "UNKNOWN_SCHE
                  "WRONG_TOPIC_TYPE", "UNDECODABLE")
 DENIAL_REASONS = tuple(sorted(set(REASONS) - REJECTIONS - {"FOR_REVIEW"}))
 """Reason codes of DENY and HOLD decisions; whole-message rejections are counted as dead letters."""
-DEAD_LETTER_ERRORS = (*DECODE_ERRORS, *sorted(REJECTIONS))
+DEAD_LETTER_ERRORS = (*DECODE_ERRORS, *sorted(REJECTIONS), *sorted(LIMIT_CODES))
 
 
 class RouterMetrics:

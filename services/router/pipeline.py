@@ -6,6 +6,7 @@ inside one transaction. Deliveries are the original bytes unless a rule redacted
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -13,14 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiokafka import ConsumerRecord
 
 from liaison.codec import Codec
 from liaison.deadlines_table import DeadlineTable, default_table
 from liaison.errors import DecodeError
 from liaison.policy import Decision, PolicyEngine, RoutingResult, apply_redactions
 from liaison.topics import Topics
+from services.router import limits as L  # short alias: the codes read as L.TOO_LARGE
+from services.router.limits import Limits
 from services.router.state import (
+    RoutedView,
     RouterState,
     answered_query,
     consent_key,
@@ -34,6 +37,7 @@ SERVICE = "router"
 BUS_ORIGINATOR = "BUS.ROUTER"
 
 _AUDIT_DECISION = {"DENY": "DENIED", "HOLD": "HELD"}
+_LOG_TEXT = 120  # characters of a hostile string that reach a log line
 _RECEIPT_KIND = {"DELIVER": "DELIVERED", "DENY": "DENIED", "HOLD": "HELD_FOR_REVIEW"}
 
 
@@ -46,7 +50,11 @@ class Output:
 
 @dataclass
 class BatchOutcome:
-    """Everything one batch of one partition produces, sent and committed together."""
+    """Everything one batch produces, sent and committed together.
+
+    Each record is routed into a child outcome that joins its parent only when the record is done,
+    so that a fault half-way through a record leaves nothing of it behind.
+    """
 
     outputs: list[Output] = field(default_factory=list)
     routed: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -55,6 +63,33 @@ class BatchOutcome:
     decisions: list[tuple[str, str, str | None]] = field(default_factory=list)  # type, outcome, reason
     dead_letters: list[str] = field(default_factory=list)  # error codes
     created_ms: list[int] = field(default_factory=list)  # record timestamps, for latency
+    parent: BatchOutcome | None = None
+
+    def child(self) -> BatchOutcome:
+        return BatchOutcome(parent=self)
+
+    def join(self) -> None:
+        """Add this record's outcome to its batch."""
+        p = self.parent
+        assert p is not None
+        p.outputs += self.outputs
+        p.routed.update(self.routed)
+        p.queries.update(self.queries)
+        p.consents.update(self.consents)
+        p.decisions += self.decisions
+        p.dead_letters += self.dead_letters
+        p.created_ms += self.created_ms
+
+    def pending_query(self, query_id: str) -> dict[str, Any] | None:
+        found = self.queries.get(query_id)
+        return found if found is not None or self.parent is None else self.parent.pending_query(query_id)
+
+    def pending_routed(self, message_id: str) -> dict[str, Any] | None:
+        found = self.routed.get(message_id)
+        return found if found is not None or self.parent is None else self.parent.pending_routed(message_id)
+
+    def pending_consent(self, key: str) -> bool:
+        return key in self.consents or (self.parent is not None and self.parent.pending_consent(key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +100,24 @@ class Source:
     timestamp: int | None
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    header_error: str | None = None  # why the headers could not be read (they play no part in routing)
 
     @classmethod
-    def of(cls, rec: ConsumerRecord[bytes, bytes]) -> Source:
-        return cls(rec.topic, rec.partition, rec.offset, rec.timestamp, rec.key, rec.value,
-                   tuple(rec.headers or ()))
+    def of(cls, message: Any) -> Source:
+        """From a confluent-kafka Message; whatever its headers hold, this does not raise."""
+        try:
+            headers = tuple(message.headers() or ())
+            header_error = None
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            headers, header_error = (), f"headers unreadable: {exc}"
+        kind, timestamp = message.timestamp()
+        return cls(message.topic(), message.partition(), message.offset(),
+                   timestamp if kind else None, message.key(), message.value(), headers, header_error)
+
+
+Decoded = tuple[str, dict[str, Any]] | DecodeError
+"""A record's type and content, or why it could not be read."""
 
 
 def _key(envelope: dict[str, Any]) -> bytes:
@@ -83,8 +130,9 @@ class Pipeline:
 
     def __init__(self, codec: Codec, engine: Callable[[], PolicyEngine], state: RouterState,
                  topics: Topics, *, clock: Callable[[], float] = time.time,
-                 deadlines: DeadlineTable | None = None) -> None:
+                 deadlines: DeadlineTable | None = None, limits: Limits | None = None) -> None:
         self.topics = topics
+        self.limits = limits or Limits()
         self.deadlines = deadlines or default_table()
         self.codec = codec
         self.engine = engine
@@ -104,48 +152,146 @@ class Pipeline:
             raise WrongType(f"a {name} record on {src.topic}, which carries {expected}")
         return name, record
 
-    def unknown_references(self, record: dict[str, Any]) -> bool:
-        """True when the record cites a message this instance has not seen (yet)."""
-        env = record["envelope"]
+    def unknown_references(self, item: Decoded, out: BatchOutcome) -> bool:
+        """True when the record cites a message this instance has not seen (yet), in its state or
+        earlier in the same batch."""
+        if isinstance(item, DecodeError):
+            return False
+        env = item[1]["envelope"]
         routed = self.state.routed.items
-        return any(ref is not None and ref not in routed
+        return any(isinstance(ref, str) and L.canonical_uuid(ref) and ref not in routed
+                   and out.pending_routed(ref) is None
                    for ref in (env["correlation_id"], env["derived_from"]))
+
+    def unseen_id(self, item: Decoded) -> bool:
+        """True when the record's own id is not in this instance's view of routed messages."""
+        return not isinstance(item, DecodeError) and item[1]["envelope"]["message_id"] not in \
+            self.state.routed.items
+
+    # -- one record, one outcome ----------------------------------------------------------------
+    def handle(self, src: Source, item: Decoded, out: BatchOutcome) -> None:
+        """Route or dead-letter one record; nothing it holds can make this raise.
+
+        A fault while routing (a bug, a value no schema foresaw) dead-letters the record with
+        ROUTING_FAILED and its traceback in the log; a fault while dead-lettering falls back to a
+        minimal dead letter made of fixed-size fields only.
+        """
+        record_out = out.child()
+        try:
+            if isinstance(item, DecodeError):
+                self.dead_letter(src, item.code, str(item), record_out)
+            else:
+                self.route(src, item[0], item[1], record_out)
+        except Exception as exc:  # the one place a record's own fault stops
+            log.exception("routing failed; record dead-lettered", topic=src.topic,
+                          partition=src.partition, offset=src.offset)
+            record_out = out.child()
+            about = item[1].get("envelope") if not isinstance(item, DecodeError) else None
+            try:
+                self.dead_letter(src, L.ROUTING_FAILED, f"{type(exc).__name__}: {str(exc)[:500]}",
+                                 record_out, about=about if isinstance(about, dict) else None)
+            except Exception:  # even the dead letter failed: keep the minimum
+                log.exception("dead letter failed; minimal one written", offset=src.offset)
+                record_out = out.child()
+                self._minimal_dead_letter(src, L.ROUTING_FAILED, type(exc).__name__, record_out)
+        record_out.join()
 
     # -- stage 2: decide and emit -----------------------------------------------------------------
     def dead_letter(self, src: Source, code: str, error: str, out: BatchOutcome, *,
                     claimed: str | None = None, about: dict[str, Any] | None = None) -> None:
         """Refuse a record whole; `about` is its envelope when it could be read, so that the
-        sender's REJECTED receipt names the message."""
+        sender's REJECTED receipt and the audit record name the message."""
         owner = self.topics.parse_outbox(src.topic)
         owner_code = owner[1] if owner else None
+        claimed = claimed[:_LOG_TEXT] if isinstance(claimed, str) else None
+        headers, header_bytes = _letter_headers(src)
+        size = len(src.value or b"") + len(src.key or b"") + header_bytes
+        if size > self.limits.max_dead_letter_bytes or (src.header_error is not None and not headers):
+            self._minimal_dead_letter(src, code, error, out, claimed=claimed)
+        else:
+            letter = {
+                "dead_letter_id": str(uuid.uuid4()), "failed_at": self.now_ms(), "service": SERVICE,
+                "source_topic": src.topic, "source_partition": src.partition, "source_offset": src.offset,
+                "source_timestamp": src.timestamp, "key": src.key, "value": src.value,
+                "headers": headers, "error_code": code, "error": error,
+                "claimed_originator": claimed, "outbox_owner": owner_code,
+            }
+            out.outputs.append(Output(self.topics.deadletter, _bounded_key(src.key),
+                                      self.codec.encode("DeadLetter", letter)))
+            out.dead_letters.append(code)
+        log.warning("dead-lettered", error_code=code, error=error[:_LOG_TEXT], topic=src.topic,
+                    partition=src.partition, offset=src.offset, claimed_originator=claimed)
+        if owner is None:
+            return
+        about_id = about.get("message_id") if about else None
+        about_id = about_id if isinstance(about_id, str) and L.canonical_uuid(about_id) else None
+        case_id = about.get("case_id") if about else None
+        case_id = case_id if isinstance(case_id, str) and len(case_id) <= self.limits.max_id_length else None
+        # tell the sender its record was refused, without echoing it
+        receipt = self._receipt(owner[1], "REJECTED", about=None, message_type=owner[0],
+                                recipient=None, reason_code=code, reason=error[:1000],
+                                about_id=about_id, case_id=case_id)
+        out.outputs.append(Output(self.topics.receipts(owner[1]), None, receipt))
+        out.outputs.append(Output(self.topics.audit, None, self.codec.encode("AuditRecord", {
+            "audit_id": str(uuid.uuid4()), "decided_at": self.now_ms(), "service": SERVICE,
+            # an unreadable record has no id of its own: the audit names where it was read
+            "message_id": about_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{src.topic}/"
+                                                     f"{src.partition}/{src.offset}")),
+            "message_type": owner[0], "originator": owner[1], "case_id": case_id,
+            "correlation_id": None, "derived_from": None, "recipient": None, "decision": "REJECTED",
+            "reason_code": code, "reason": error[:1000], "redactions": [], "tlp": "AMBER",
+            "handling_codes": [], "data_categories": [], "deadline": None,
+            "source_topic": src.topic, "source_partition": src.partition, "source_offset": src.offset,
+            "trace_id": None,
+        })))
+
+    def _minimal_dead_letter(self, src: Source, code: str, error: str, out: BatchOutcome, *,
+                             claimed: str | None = None) -> None:
+        """A dead letter too big or too odd to keep whole: where it was, how big, and its digest,
+        so that an operator can fetch the original from the outbox while it is retained."""
+        value = src.value or b""
+        digest = hashlib.sha256(value).hexdigest()
+        note = (f"{error[:500]} [kept in minimal form: value of {len(value)} bytes, sha256 {digest}; "
+                f"key of {len(src.key or b'')} bytes; {len(src.headers)} headers"
+                f"{'; ' + src.header_error[:200] if src.header_error else ''}]")
+        owner = self.topics.parse_outbox(src.topic)
         letter = {
             "dead_letter_id": str(uuid.uuid4()), "failed_at": self.now_ms(), "service": SERVICE,
-            "source_topic": src.topic, "source_partition": src.partition, "source_offset": src.offset,
-            "source_timestamp": src.timestamp, "key": src.key, "value": src.value,
-            "headers": dict(src.headers), "error_code": code, "error": error,
-            "claimed_originator": claimed, "outbox_owner": owner_code,
+            "source_topic": src.topic[:255], "source_partition": src.partition, "source_offset": src.offset,
+            "source_timestamp": src.timestamp, "key": None, "value": None, "headers": {},
+            "error_code": code, "error": note, "claimed_originator": claimed,
+            "outbox_owner": owner[1] if owner else None,
         }
-        out.outputs.append(Output(self.topics.deadletter, src.key, self.codec.encode("DeadLetter", letter)))
+        out.outputs.append(Output(self.topics.deadletter, None, self.codec.encode("DeadLetter", letter)))
         out.dead_letters.append(code)
-        log.warning("dead-lettered", error_code=code, error=error, topic=src.topic,
-                    partition=src.partition, offset=src.offset, claimed_originator=claimed)
-        if owner is not None:  # tell the sender its record was refused, without echoing it
-            receipt = self._receipt(owner[1], "REJECTED", about=None, message_type=owner[0],
-                                    recipient=None, reason_code=code, reason=error,
-                                    about_id=about["message_id"] if about else None,
-                                    case_id=about["case_id"] if about else None)
-            out.outputs.append(Output(self.topics.receipts(owner[1]), None, receipt))
+
+    def _prior(self, message_id: str, out: BatchOutcome) -> dict[str, Any] | None:
+        """What the bus recorded when it routed this id before, in this batch or earlier."""
+        return out.pending_routed(message_id) or self.state.routed.items.get(message_id)
 
     def route(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome) -> None:
         env = record["envelope"]
         owner = self.topics.parse_outbox(src.topic)
         assert owner is not None  # decode() checked it
+        refused = L.check_input(self.limits, len(src.value or b""), record)
+        if refused is not None:
+            self.dead_letter(src, *refused, out, claimed=env.get("originator"), about=env)
+            return
+        digest = hashlib.sha256(src.value or b"").hexdigest()[:32]
+        prior = self._prior(env["message_id"], out)
+        if prior is not None:
+            self._seen_before(src, message_type, record, out, prior=prior, digest=digest)
+            return
         now = self.now_ms()
+        view = self.state.overlay(out.pending_routed, out.pending_consent)
         result: RoutingResult = self.engine().route(
-            message_type, record, outbox_owner=owner[1], now_ms=now, state=self.state)
-        if result.rejection is not None:
-            self.dead_letter(src, result.rejection.code, result.rejection.reason, out,
-                             claimed=env.get("originator"), about=env)
+            message_type, record, outbox_owner=owner[1], now_ms=now, state=view)
+        if result.rejection is None:
+            refused = L.check_recipients(self.limits, len(result.decisions))
+        else:
+            refused = result.rejection.code, result.rejection.reason
+        if refused is not None:
+            self.dead_letter(src, *refused, out, claimed=env.get("originator"), about=env)
             return
         key = _key(env)
         original = src.value
@@ -172,27 +318,50 @@ class Pipeline:
         out.routed[env["message_id"]] = routed_value(
             message_type, env["originator"], list(env["handling_codes"]), delivered,
             kind=record.get("kind") if message_type == "Query" else None,
-            derived_from=env["derived_from"])
+            derived_from=env["derived_from"], digest=digest, restricted=list(env["restricted"]),
+            tlp=env["tlp"])
         log.debug("routed", message_id=env["message_id"], case_id=env["case_id"],
                   originator=env["originator"], trace_id=env["trace_id"], message_type=message_type,
                   delivered=len(delivered), decisions=len(result.decisions))
         if message_type == "Query" and delivered:
             out.queries[env["message_id"]] = open_query(record, delivered, record["deadline"])
         if message_type == "Reply" and delivered:
-            self._reply_delivered(src, record, out, now=now)
+            self._reply_delivered(src, record, out, view, now=now)
         out.created_ms.append(src.timestamp or env["created_at"])
 
-    def _reply_delivered(self, src: Source, reply: dict[str, Any], out: BatchOutcome, *, now: int) -> None:
+    def _seen_before(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome, *,
+                     prior: dict[str, Any], digest: str) -> None:
+        """An id the bus routed already: a byte-identical re-send by its originator is acknowledged
+        and not delivered again (a retry after a lost answer is safe); anything else is refused,
+        and the state of the first message is never touched."""
+        env = record["envelope"]
+        if prior.get("o") == env["originator"] and prior.get("s") == digest:
+            out.outputs.append(Output(self.topics.receipts(env["originator"]), _key(env), self._receipt(
+                env["originator"], "ACKNOWLEDGED", about=env, message_type=message_type, recipient=None,
+                reason="already routed; not delivered again", about_id=env["message_id"],
+                case_id=env["case_id"])))
+            acknowledged = Decision(recipient=env["originator"], outcome="DELIVER", reason_code=None,
+                                    reason="byte-identical re-send, acknowledged", rule="message-id")
+            audit = self._audit(src, message_type, record, acknowledged, now=self.now_ms(),
+                                decision="ACKNOWLEDGED")
+            out.outputs.append(Output(self.topics.audit, _key(env), self.codec.encode("AuditRecord", audit)))
+            return
+        # the sender may not learn who owns the id: the reason names only its own message
+        self.dead_letter(src, L.DUPLICATE_MESSAGE_ID, "This message id was already used; send the message "
+                         "with a new id.", out, claimed=env.get("originator"), about=None)
+
+    def _reply_delivered(self, src: Source, reply: dict[str, Any], out: BatchOutcome, view: RoutedView, *,
+                         now: int) -> None:
         """A delivered reply may close a query, record a consent, or tell a data owner of a hit."""
         env = reply["envelope"]
         query_id = env["correlation_id"]
-        current = out.queries.get(query_id) or self.state.queries.items.get(query_id)
+        current = out.pending_query(query_id) or self.state.queries.items.get(query_id)
         if current is not None:
             out.queries[query_id] = answered_query(current, env["originator"], reply["outcome"], now)
         if reply["outcome"] == "GRANTED":
-            self._record_consent(reply, out)
+            self._record_consent(reply, out, view)
         owner = reply["data_owner"]
-        asker = self.state.originator_of(query_id)
+        asker = view.originator_of(query_id)
         if (reply["outcome"] == "HIT" and owner and owner not in (env["originator"], asker)
                 and owner in self.engine().directory.agencies):
             self._notify_hit(src, reply, owner, asker, out, now=now)
@@ -247,16 +416,16 @@ class Pipeline:
             "trace_id": env["trace_id"],
         }
 
-    def _record_consent(self, reply: dict[str, Any], out: BatchOutcome) -> None:
+    def _record_consent(self, reply: dict[str, Any], out: BatchOutcome, view: RoutedView) -> None:
         """A GRANTED reply to a CONSENT query puts the provider's consent on record."""
         query_id = reply["envelope"]["correlation_id"]
-        if self.state.query_kind_of(query_id) != "CONSENT":
+        if view.query_kind_of(query_id) != "CONSENT":
             return
-        shared = self.state.derived_from_of(query_id)
-        requester = self.state.originator_of(query_id)
+        shared = view.derived_from_of(query_id)
+        requester = view.originator_of(query_id)
         if shared is None or requester is None:
             return
-        if self.state.originator_of(shared) != reply["envelope"]["originator"]:
+        if view.originator_of(shared) != reply["envelope"]["originator"]:
             return  # only the provider of the H2 information can consent to passing it on
         out.consents[consent_key(shared, requester)] = {
             "provider": reply["envelope"]["originator"], "granted_at": self.now_ms(),
@@ -284,6 +453,25 @@ def _hub_receipt_kind(message_type: str, record: dict[str, Any]) -> str:
     if message_type == "Reply":
         return "FLAGGED" if record["outcome"] == "FLAG" else "HIT_NOTIFICATION"
     return "HELD_FOR_REVIEW"
+
+
+def _letter_headers(src: Source) -> tuple[dict[str, bytes], int]:
+    """A record's headers as the DeadLetter map can hold them (text keys, bytes values; a null
+    value becomes empty bytes, a repeated key keeps its last value), and their size in bytes."""
+    headers: dict[str, bytes] = {}
+    size = 0
+    for key, value in src.headers:
+        text = key if isinstance(key, str) else bytes(key).decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        data = bytes(value) if value is not None else b""
+        headers[text] = data
+        size += len(text) + len(data) + 8  # plus the map's own framing
+    return headers, size
+
+
+def _bounded_key(key: bytes | None) -> bytes | None:
+    """The dead letter's partition key: the record's own, unless it is oddly long."""
+    return key if key is None or len(key) <= 256 else hashlib.sha256(key).digest()
 
 
 class WrongType(DecodeError):

@@ -8,12 +8,20 @@ from pydantic import Field
 
 from liaison.core.settings import ServiceSettings
 from liaison.local.paths import REPO_ROOT
+from services.router.limits import Limits
 
 
 class RouterSettings(ServiceSettings):
     group_id: str = Field(default="liaison-router", description="Consumer group of all router instances.")
     transactional_prefix: str = Field(
-        default="liaison-router", description="Transactional ids are <prefix>.<topic>.<partition>.")
+        default="liaison-router", description="The transactional id is <prefix>.<instance_id>.")
+    instance_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Stable name of this instance (e.g. a StatefulSet pod); default host-pid. A restart "
+                    "under the same name aborts its predecessor's open transaction at once.")
+    transaction_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="How long a dead instance's open transaction holds its "
+                                             "partitions before the broker aborts it.")
     policy_file: Path = Field(default=REPO_ROOT / "deploy" / "policy.yaml")
     directory_file: Path | None = Field(
         default=None, description="If set, publish this directory YAML to bus.directory at start.")
@@ -25,3 +33,20 @@ class RouterSettings(ServiceSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     catch_up_timeout_s: float = Field(default=2.0, gt=0,
                                       description="How long to wait for the state view on an unknown id.")
+
+    # -- what one input may cost (see services/router/limits.py) --------------------------------
+    max_record_bytes: int = Field(default=900 * 1024, ge=1024, description="Largest outbox record routed.")
+    max_named: int = Field(default=500, ge=1, description="Agencies named (or restricted) in one message.")
+    max_groups: int = Field(default=20, ge=0, description="Groups named in one message.")
+    max_recipients: int = Field(default=5000, ge=1,
+                                description="Recipients of one message after group and broadcast expansion.")
+    max_id_length: int = Field(default=128, ge=36, description="Characters of a case id, trace id, "
+                                                                "reference or agency/group code.")
+    max_output_bytes: int = Field(default=1_000_000, ge=1024,
+                                  description="Largest record the router writes (message.max.bytes).")
+
+    def limits(self) -> Limits:
+        return Limits(max_record_bytes=self.max_record_bytes, max_named=self.max_named,
+                      max_groups=self.max_groups, max_recipients=self.max_recipients,
+                      max_id_length=self.max_id_length,
+                      max_dead_letter_bytes=self.max_output_bytes - 16 * 1024)

@@ -1,11 +1,13 @@
 """What the router remembers between messages, kept in compacted topics (never in a database).
 
-`bus.routed`: per message id, its type, originator, handling codes, query kind, derived_from and
-the agencies it was delivered to. `bus.consents`: per (H2 message, requester), the provider's consent.
+`bus.routed`: per message id, its type, originator, handling codes, query kind, derived_from, the
+agencies it was delivered to, a digest of its bytes, and its restrictions and TLP label.
+`bus.consents`: per (H2 message, requester), the provider's consent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from liaison.core.settings import KafkaSettings
@@ -13,9 +15,12 @@ from liaison.table import CompactedTable
 
 
 def routed_value(message_type: str, originator: str, handling: list[str], delivered: list[str],
-                 *, kind: str | None = None, derived_from: str | None = None) -> dict[str, Any]:
+                 *, kind: str | None = None, derived_from: str | None = None, digest: str | None = None,
+                 restricted: list[str] | None = None, tlp: str | None = None) -> dict[str, Any]:
+    """`s` is a digest of the bytes as sent (a byte-identical re-send is recognised by it); `r` and
+    `l` are the message's restrictions and TLP label, which notices about it must honour."""
     return {"t": message_type, "o": originator, "h": handling, "d": delivered, "k": kind,
-            "f": derived_from}
+            "f": derived_from, "s": digest, "r": restricted or [], "l": tlp}
 
 
 FINAL_OUTCOMES = frozenset({"HIT", "NO_HIT", "REFUSED", "GRANTED"})
@@ -45,8 +50,45 @@ def consent_key(message_id: str, requester: str) -> str:
     return f"{message_id}/{requester}"
 
 
-class RouterState:
-    """The RoutingState the policy engine reads, backed by two compacted tables."""
+class RoutedView:
+    """The RoutingState the policy engine reads: lookups of routed messages and consents."""
+
+    def __init__(self, routed: Callable[[str], dict[str, Any] | None],
+                 consented: Callable[[str], bool]) -> None:
+        self._routed = routed
+        self._consented = consented
+
+    def delivered_to(self, message_id: str) -> frozenset[str] | None:
+        entry = self._routed(message_id)
+        return None if entry is None else frozenset(entry["d"])
+
+    def originator_of(self, message_id: str) -> str | None:
+        entry = self._routed(message_id)
+        return None if entry is None else str(entry["o"])
+
+    def handling_of(self, message_id: str) -> tuple[str, frozenset[str]] | None:
+        entry = self._routed(message_id)
+        return None if entry is None else (str(entry["o"]), frozenset(entry["h"]))
+
+    def has_consent(self, message_id: str, requester: str) -> bool:
+        return self._consented(consent_key(message_id, requester))
+
+    def query_kind_of(self, message_id: str) -> str | None:
+        entry = self._routed(message_id)
+        return None if entry is None or entry["t"] != "Query" else entry["k"]
+
+    def derived_from_of(self, message_id: str) -> str | None:
+        entry = self._routed(message_id)
+        return None if entry is None else entry.get("f")
+
+    def terms_of(self, message_id: str) -> tuple[frozenset[str], str | None] | None:
+        """The restrictions and TLP label of a routed message, which notices about it honour."""
+        entry = self._routed(message_id)
+        return None if entry is None else (frozenset(entry.get("r") or ()), entry.get("l"))
+
+
+class RouterState(RoutedView):
+    """The RoutingState the policy engine reads, backed by compacted tables."""
 
     def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str,
                  queries_topic: str) -> None:
@@ -56,6 +98,13 @@ class RouterState:
         self.consents = CompactedTable(settings, consents_topic)
         self.queries = CompactedTable(settings, queries_topic)
         self._tables = (self.routed, self.consents, self.queries)
+        super().__init__(self.routed.items.get, self.consents.items.__contains__)
+
+    def overlay(self, routed: Callable[[str], dict[str, Any] | None],
+                consents: Callable[[str], bool]) -> RoutedView:
+        """This view with a batch's own writes, not committed yet, on top."""
+        mine, agreed = self.routed.items.get, self.consents.items.__contains__
+        return RoutedView(lambda key: routed(key) or mine(key), lambda key: consents(key) or agreed(key))
 
     async def start(self) -> None:
         for table in self._tables:
@@ -70,26 +119,7 @@ class RouterState:
         results = [await table.wait_caught_up(timeout_s=timeout_s) for table in self._tables]
         return all(results)
 
-    # -- RoutingState ---------------------------------------------------------------------------
-    def delivered_to(self, message_id: str) -> frozenset[str] | None:
-        entry = self.routed.items.get(message_id)
-        return None if entry is None else frozenset(entry["d"])
+    async def catch_up_routed(self, timeout_s: float) -> bool:
+        """Wait until the routed-messages table holds everything committed so far."""
+        return await self.routed.wait_caught_up(timeout_s=timeout_s)
 
-    def originator_of(self, message_id: str) -> str | None:
-        entry = self.routed.items.get(message_id)
-        return None if entry is None else str(entry["o"])
-
-    def handling_of(self, message_id: str) -> tuple[str, frozenset[str]] | None:
-        entry = self.routed.items.get(message_id)
-        return None if entry is None else (str(entry["o"]), frozenset(entry["h"]))
-
-    def has_consent(self, message_id: str, requester: str) -> bool:
-        return consent_key(message_id, requester) in self.consents.items
-
-    def query_kind_of(self, message_id: str) -> str | None:
-        entry = self.routed.items.get(message_id)
-        return None if entry is None or entry["t"] != "Query" else entry["k"]
-
-    def derived_from_of(self, message_id: str) -> str | None:
-        entry = self.routed.items.get(message_id)
-        return None if entry is None else entry.get("f")

@@ -167,7 +167,7 @@ async def test_two_routers_see_each_others_routed_messages(kafka_bootstrap: str)
         await bus.start_router()  # a second instance in the same group: partitions are split
 
         async def owned() -> list[int]:
-            return [len(router._producers) for router, _, _ in bus.routers]
+            return [router.owned_partitions for router, _, _ in bus.routers]
 
         await eventually(owned, lambda counts: all(counts) and sum(counts) == 45, timeout_s=60)
         for asker, answerer in pairs:

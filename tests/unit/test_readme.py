@@ -7,6 +7,7 @@ from pathlib import Path
 from liaison import codec
 from liaison.policy import REASONS
 from liaison.security.acls import readme_table
+from services.router.limits import CODES as LIMIT_CODES
 from services.router.pipeline import WrongType
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -20,7 +21,7 @@ def test_every_policy_reason_code_is_documented() -> None:
 def test_every_dead_letter_code_is_documented() -> None:
     """Each error code the router puts on a dead letter is named in the README."""
     codes = [cls.code for cls in (codec.BadMagicByte, codec.UnknownSchemaId, codec.TruncatedRecord,
-                                  codec.SchemaMismatch, WrongType)]
+                                  codec.SchemaMismatch, WrongType)] + list(LIMIT_CODES)
     assert [code for code in codes if f"`{code}`" not in README] == []
 
 
