@@ -109,8 +109,8 @@ class Source:
         try:
             headers = tuple(message.headers() or ())
             header_error = None
-        except (UnicodeDecodeError, ValueError, TypeError) as exc:
-            headers, header_error = (), f"headers unreadable: {exc}"
+        except (UnicodeError, ValueError, TypeError, SystemError) as exc:  # SystemError wraps the first
+            headers, header_error = (), f"headers unreadable: {exc.__cause__ or exc}"
         kind, timestamp = message.timestamp()
         return cls(message.topic(), message.partition(), message.offset(),
                    timestamp if kind else None, message.key(), message.value(), headers, header_error)

@@ -1,0 +1,180 @@
+"""A hostile agency with a valid credential and any Kafka client cannot stop, flood or hijack the bus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from liaison.sdk import alert, envelope, query, reply
+from tests.bus_harness import Bus, running_bus
+from tests.raw_records import RawHeaderKey, raw_header_keys
+
+Outcomes = dict[tuple[str, int], list[str]]
+
+
+async def _outcomes(bus: Bus, inputs: int, *, routed: int) -> Outcomes:
+    """Per input (topic, offset): 'dead-lettered' and/or 'routed', read until every input has one."""
+    letters = await bus.read(bus.topics.deadletter, inputs - routed, timeout_s=60, settle_s=1.0)
+    audit = await bus.read(bus.topics.audit, 1, timeout_s=30, settle_s=1.0)
+    found: Outcomes = {}
+    for _, letter in letters:
+        found.setdefault((letter["source_topic"], letter["source_offset"]), []).append("dead-lettered")
+    seen: set[tuple[str, int]] = set()
+    for _, record in audit:
+        where = (record["source_topic"], record["source_offset"])
+        if record["decision"] != "REJECTED" and where not in seen:
+            seen.add(where)
+            found.setdefault(where, []).append("routed")
+    return found
+
+
+async def _raw_send(bus: Bus, topic: str, value: bytes | None, *, key: bytes | None = None,
+                    headers: list[tuple[str, bytes | None]] | None = None) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bus.settings.bootstrap_servers,
+                                max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(topic, value, key=key, headers=headers)
+        return int(meta.offset)
+    finally:
+        await producer.stop()
+
+
+def _router_alive(bus: Bus) -> bool:
+    return all(not task.done() for _, task, _ in bus.routers)
+
+
+async def test_odd_records_are_dead_lettered_one_by_one_and_routing_goes_on(kafka_bootstrap: str) -> None:
+    """Null header values, a header key that is not UTF-8, thousands of headers, a huge key, an
+    oversized value, an empty value and garbage: each is dead-lettered once; the next alert routes."""
+    async with running_bus(kafka_bootstrap) as bus:
+        topic = bus.topics.outbox("Alert", "FR-PN")
+        good = alert(envelope("FR-PN", to=["DE-BKA"], case_id="HOSTILE-1"))
+        encoded = bus.codec.encode("Alert", good)
+        offsets = [
+            await _raw_send(bus, topic, b"\x00\x00\x00\x00\x01garbage", headers=[("k", None)]),
+            await _raw_send(bus, topic, encoded, headers=[("x", None), ("y", b"")]),  # routable as is
+            await _raw_send(bus, topic, b"\x07" * 100, headers=[(f"h{i}", b"v" * 50) for i in range(3000)]),
+            await _raw_send(bus, topic, b"junk", key=b"k" * 600_000),
+            await _raw_send(bus, topic, b"\x07" * 1_000_000),
+            await _raw_send(bus, topic, None, key=b"no value"),
+        ]
+        with raw_header_keys():
+            bad_key = [(RawHeaderKey(b"\xff\xfe"), b"x")]
+            offsets.append(await _raw_send(bus, topic, b"\x01bad", headers=bad_key))
+        after = alert(envelope("FR-PN", to=["NL-KLPD"], case_id="HOSTILE-2"))
+        await bus.send("Alert", after)
+
+        delivered = await bus.read(bus.topics.inbox("Alert", "NL-KLPD"), 1)
+        assert [r["envelope"]["message_id"] for _, r in delivered] == [after["envelope"]["message_id"]]
+        outcomes = await _outcomes(bus, len(offsets), routed=1)
+        assert {offset: outcomes.get((topic, offset)) for offset in offsets} == {
+            offset: ["routed"] if offset == offsets[1] else ["dead-lettered"] for offset in offsets}
+        letters = {r["source_offset"]: r for _, r in await bus.read(bus.topics.deadletter, len(offsets) - 1)}
+        assert letters[offsets[0]]["headers"] == {"k": b""}
+        assert letters[offsets[3]]["key"] == b"k" * 600_000  # kept whole: it fits
+        assert letters[offsets[4]]["value"] is None  # too big to keep whole: a minimal dead letter
+        assert "sha256" in letters[offsets[4]]["error"]
+        assert letters[offsets[4]]["error_code"] == "BAD_MAGIC_BYTE"
+        assert letters[offsets[5]]["error_code"] == "TRUNCATED"
+        assert "headers unreadable" in letters[offsets[6]]["error"]
+        assert _router_alive(bus)
+
+
+async def test_a_co_recipient_cannot_take_over_a_message_id(kafka_bootstrap: str) -> None:
+    """NL-KLPD re-uses the id of a query it received: refused; the answer still reaches the asker.
+    The asker's byte-identical re-send is acknowledged and not delivered twice."""
+    async with running_bus(kafka_bootstrap) as bus:
+        q = query(envelope("FR-PN", to=["DE-BKA", "NL-KLPD"], case_id="HIJACK", handling=["H2"]),
+                  "Is this vehicle known?")
+        qid = q["envelope"]["message_id"]
+        await bus.send("Query", q)
+        await bus.read(bus.topics.inbox("Query", "NL-KLPD"), 1)
+
+        stolen = query(envelope("NL-KLPD", to=["DE-BKA"], case_id="HIJACK", message_id=qid), "Mine now")
+        await bus.send("Query", stolen)
+        rejected = [r for _, r in await bus.read(bus.topics.receipts("NL-KLPD"), 1)]
+        assert [(r["kind"], r["reason_code"]) for r in rejected] == [("REJECTED", "DUPLICATE_MESSAGE_ID")]
+        assert rejected[0]["envelope"]["correlation_id"] is None  # it learns nothing about the id's owner
+
+        await bus.send("Query", q)  # the asker's honest retry: the very same bytes
+        acks = [r for _, r in await bus.read(bus.topics.receipts("FR-PN"), 3) if r["kind"] == "ACKNOWLEDGED"]
+        assert [a["envelope"]["correlation_id"] for a in acks] == [qid]
+
+        answer = reply(envelope("DE-BKA", correlation_id=qid, case_id="HIJACK"), "NO_HIT")
+        await bus.send("Reply", answer)
+        to_asker = await bus.read(bus.topics.inbox("Reply", "FR-PN"), 1)
+        assert [r["envelope"]["message_id"] for _, r in to_asker] == [answer["envelope"]["message_id"]]
+        assert await bus.read(bus.topics.inbox("Reply", "NL-KLPD"), 1, timeout_s=2) == []
+        assert len(await bus.read(bus.topics.inbox("Query", "DE-BKA"), 2, timeout_s=3)) == 1
+
+        not_uuid = query(envelope("NL-KLPD", to=["DE-BKA"], message_id=qid.upper()), "Same id, upper case")
+        await bus.send("Query", not_uuid)
+        codes = [r["reason_code"] for _, r in await bus.read(bus.topics.receipts("NL-KLPD"), 2)]
+        assert codes == ["DUPLICATE_MESSAGE_ID", "INVALID_ID"]
+
+
+async def test_one_input_has_a_bounded_cost(kafka_bootstrap: str) -> None:
+    """20,000 made-up addressees or a 400 kB trace id: one dead letter, one receipt, one audit
+    record. A broadcast beyond max_recipients is refused whole; one within it causes at most
+    3R + H + 5 records."""
+    async with running_bus(kafka_bootstrap, router=False) as bus:
+        await bus.start_router(max_recipients=8)
+        flood = query(envelope("FR-PN", to=[f"XX-A{i}" for i in range(20_000)]), "Anyone?")
+        long_trace = alert(envelope("FR-PN", to=["DE-BKA"], trace_id="t" * 400_000))
+        wide = alert(envelope("FR-PN", broadcast=True, tlp="CLEAR"))
+        within = alert(envelope("FR-PN", to=["DE-BKA", "NL-KLPD", "IT-PS"], tlp="CLEAR"))
+        await bus.send("Query", flood)
+        await bus.send("Alert", long_trace)
+        await bus.send("Alert", wide)
+        await bus.send("Alert", within)
+
+        receipts = [r for _, r in await bus.read(bus.topics.receipts("FR-PN"), 6, settle_s=2.0)]
+        rejected = sorted(r["reason_code"] for r in receipts if r["kind"] == "REJECTED")
+        assert rejected == ["FIELD_TOO_LONG", "TOO_MANY_ADDRESSEES", "TOO_MANY_RECIPIENTS"]
+        letters = await bus.read(bus.topics.deadletter, 3, settle_s=2.0)
+        assert len(letters) == 3
+        audit = [r for _, r in await bus.read(bus.topics.audit, 6, settle_s=2.0)]
+        assert sorted(a["reason_code"] for a in audit if a["decision"] == "REJECTED") == rejected
+        mid = within["envelope"]["message_id"]
+        caused = (len([r for r in receipts if r["envelope"]["correlation_id"] == mid])
+                  + len([a for a in audit if a["message_id"] == mid]))
+        for agency in ("DE-BKA", "NL-KLPD", "IT-PS"):
+            caused += len(await bus.read(bus.topics.inbox("Alert", agency), 1))
+        hubs = 2  # INT-IPSG and EU-EUROPOL in deploy/directory.yaml
+        assert 9 <= caused <= 3 * 3 + hubs + 5
+        assert _router_alive(bus)
+
+
+_header = st.tuples(st.text(max_size=12), st.one_of(st.none(), st.binary(max_size=16)))
+_odd_record = st.fixed_dictionaries({
+    "value": st.one_of(st.none(), st.binary(max_size=64),
+                       st.binary(max_size=64).map(lambda b: b"\x00\x00\x00\x00\x01" + b)),
+    "key": st.one_of(st.none(), st.binary(max_size=32)),
+    "headers": st.lists(_header, max_size=6),
+    "outbox": st.sampled_from(["Alert", "Query", "Reply"]),
+})
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(odd=st.lists(_odd_record, min_size=1, max_size=12))
+async def test_any_record_has_exactly_one_outcome(kafka_bootstrap: str, odd: list[dict[str, Any]]) -> None:
+    """Whatever bytes, keys and headers land in an outbox, each record is routed or dead-lettered
+    exactly once, and a good alert sent after them is delivered."""
+    async with running_bus(kafka_bootstrap) as bus:
+        sent: list[tuple[str, int]] = []
+        for record in odd:
+            topic = bus.topics.outbox(record["outbox"], "PL-KGP")
+            key = record["key"] if record["value"] is not None else record["key"] or b"k"
+            sent.append((topic, await _raw_send(bus, topic, record["value"], key=key,
+                                                headers=record["headers"])))
+        good = alert(envelope("PL-KGP", to=["DE-BKA"]))
+        await bus.send("Alert", good)
+        delivered = await bus.read(bus.topics.inbox("Alert", "DE-BKA"), 1)
+        assert [r["envelope"]["message_id"] for _, r in delivered] == [good["envelope"]["message_id"]]
+        outcomes = await _outcomes(bus, len(sent), routed=0)
+        assert {where: len(outcomes.get(where, [])) for where in sent} == dict.fromkeys(sent, 1)
+        assert _router_alive(bus)
