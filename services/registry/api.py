@@ -3,6 +3,9 @@
 Bodies, status codes and error codes follow Confluent's: `{"error_code": N, "message": "..."}` with
 40401 subject / 40402 version / 40403 schema not found, 409 incompatible, 42201 invalid schema,
 42202 invalid version, 42203 invalid compatibility level, 50001 store errors.
+Limits add 41301 body too large, 42201 for a schema too complex, too slow to parse or that stopped
+the parser, 42901 user rate, 42902 parser busy, 42903 failed logins (with `Retry-After` on 429s),
+50303 parser unavailable. Submitted schemas are parsed and checked in worker processes only.
 """
 
 from __future__ import annotations
@@ -16,9 +19,24 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from liaison.errors import RegistryStoreError, SchemaError
-from services.registry.compat import AvroSchema, CompatibilityLevel, CompatibilityResult, parse_schema
+from services.registry.auth import USER
+from services.registry.compat import AvroSchema, CompatibilityLevel, CompatibilityResult
+from services.registry.limits import (
+    RefusalReason,
+    SchemaLimits,
+    SchemaTooComplex,
+    check_shape,
+    retry_after_s,
+)
 from services.registry.state import SubjectVersion
 from services.registry.store import Refusal, SchemaStore, schema_not_found, subject_not_found
+from services.registry.worker import (
+    ParserBusy,
+    ParserUnavailable,
+    ParseTimeout,
+    SchemaWorkers,
+    WorkerRefusal,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +46,6 @@ BODY_TYPES = frozenset({
     "application/octet-stream",  # what aiohttp reports when a client sends no content type
 })
 MAX_VERSION = 2**31 - 1
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class RegistryMetrics:
@@ -44,18 +61,29 @@ class RegistryMetrics:
         self.bad_records = Counter(
             "liaison_registry_bad_records", "Records of the schemas topic skipped as unreadable.",
             registry=registry)
+        self.refused = Counter(
+            "liaison_registry_refused", "Requests refused by a limit (size, complexity, parse time, rates).",
+            ["reason"], registry=registry)
+        for reason in RefusalReason:
+            self.refused.labels(reason=reason.value)  # every reason shows, at 0, from the start
 
 
 STORE = web.AppKey("store", SchemaStore)
 METRICS = web.AppKey("metrics", RegistryMetrics)
+WORKERS = web.AppKey("workers", SchemaWorkers)
+LIMITS = web.AppKey("limits", SchemaLimits)
 
 
-def create_app(store: SchemaStore, metrics: RegistryMetrics,
+def create_app(store: SchemaStore, metrics: RegistryMetrics, workers: SchemaWorkers, limits: SchemaLimits,
                auth: Middleware | None = None) -> web.Application:
-    """The aiohttp application; the store must be started before it serves."""
-    app = web.Application(middlewares=[_guard] + ([auth] if auth else []), client_max_size=MAX_BODY_BYTES)
+    """The aiohttp application; the store and the workers must be started before it serves."""
+    # One byte over the limit, so that a body of exactly the limit is still read (aiohttp refuses at >=).
+    app = web.Application(middlewares=[_guard] + ([auth] if auth else []),
+                          client_max_size=limits.max_body_bytes + 1)
     app[STORE] = store
     app[METRICS] = metrics
+    app[WORKERS] = workers
+    app[LIMITS] = limits
     app.router.add_routes([
         web.get("/", _root),
         web.get("/schemas/types", _schema_types),
@@ -89,12 +117,35 @@ def create_app(store: SchemaStore, metrics: RegistryMetrics,
 # -- plumbing ------------------------------------------------------------------------------
 
 
-def _reply(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type=CONTENT_TYPE)
+def _reply(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type=CONTENT_TYPE, headers=headers)
 
 
 def _error(status: int, error_code: int, message: str) -> web.Response:
     return _reply({"error_code": error_code, "message": message}, status)
+
+
+def _worker_refusal(exc: WorkerRefusal) -> Refusal:
+    """The answer to a job the schema workers refused: 422 for the schema's fault, 429 for load."""
+    if isinstance(exc, ParserBusy):
+        return Refusal(429, 42902, f"Too many schemas in progress: {exc}", reason=RefusalReason.PARSE_BUSY,
+                       retry_after_s=exc.retry_after_s)
+    reason = RefusalReason.PARSE_TIMEOUT if isinstance(exc, ParseTimeout) else RefusalReason.PARSE_CRASHED
+    return Refusal(422, 42201, f"Invalid schema: {exc}; submit a smaller or simpler schema", reason=reason)
+
+
+def _refused(request: web.Request, endpoint: str, refusal: Refusal) -> web.Response:
+    """The error body; a limit's refusal is also counted and logged, once, without credentials."""
+    headers = None
+    if refusal.retry_after_s is not None:
+        headers = {"Retry-After": str(retry_after_s(refusal.retry_after_s))}
+    if refusal.reason is not None:
+        request.app[METRICS].refused.labels(reason=refusal.reason).inc()
+        log.warning("registry request refused", reason=refusal.reason, status=refusal.status,
+                    error_code=refusal.error_code, method=request.method, endpoint=endpoint,
+                    peer=request.remote, user=request.get(USER), detail=refusal.message,
+                    retry_after=headers["Retry-After"] if headers else None)
+    return _reply({"error_code": refusal.error_code, "message": refusal.message}, refusal.status, headers)
 
 
 @web.middleware
@@ -107,7 +158,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except Refusal as exc:
-        response = _error(exc.status, exc.error_code, exc.message)
+        response = _refused(request, endpoint, exc)
+    except WorkerRefusal as exc:
+        response = _refused(request, endpoint, _worker_refusal(exc))
+    except SchemaError as exc:  # the compatibility checker itself gave up on the candidate
+        response = _error(422, 42201, f"Invalid schema: the compatibility check failed: {exc}")
+    except ParserUnavailable as exc:
+        log.error("schema workers unavailable",  # noqa: TRY400  # a named fault of ours; no traceback needed
+                  endpoint=endpoint, error=str(exc))
+        response = _error(503, 50303, "Cannot parse schemas now: the schema worker does not start")
     except RegistryStoreError as exc:
         log.error("schema store fault",  # noqa: TRY400  # a named fault of ours; no traceback needed
                   endpoint=endpoint, method=request.method, error=str(exc))
@@ -156,22 +215,37 @@ def _version_number(raw: str) -> int | None:
     return number
 
 
+def _too_large(limit: int) -> Refusal:
+    return Refusal(413, 41301, f"Request body larger than {limit} bytes; schemas this registry accepts are "
+                               "far smaller", reason=RefusalReason.BODY_TOO_LARGE)
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON object of a request, read only up to the size limit (refused early by Content-Length)."""
     if request.content_type not in BODY_TYPES:
         raise Refusal(415, 415, f"Unsupported content type {request.content_type!r}; "
                                 f"send {CONTENT_TYPE} or application/json")
-    raw = await request.read()
+    limit = request.app[LIMITS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    try:
+        raw = await request.read()  # stops reading past client_max_size (chunked bodies too)
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise Refusal(400, 400, f"Request body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise Refusal(422, 422, "Request body must be a JSON object")
     return data
 
 
-def _schema_from(body: dict[str, Any]) -> AvroSchema:
-    """The Avro schema of a register / lookup / compatibility request body."""
+async def _schema_from(request: web.Request, body: dict[str, Any]) -> AvroSchema:
+    """The Avro schema of a register / lookup / compatibility request body, parsed in a worker.
+
+    Its JSON's size and shape are checked here first, so an oversized document never reaches Avro.
+    """
     schema_type = body.get("schemaType") or "AVRO"
     if not isinstance(schema_type, str) or schema_type.upper() != "AVRO":
         raise Refusal(422, 42201, f"Invalid schema: schemaType {schema_type!r} is not supported; "
@@ -186,7 +260,18 @@ def _schema_from(body: dict[str, Any]) -> AvroSchema:
     if not isinstance(text, str):
         raise Refusal(422, 42201, "Invalid schema: the body needs a \"schema\" string")
     try:
-        return parse_schema(text)
+        document = json.loads(text)
+    except RecursionError:
+        raise Refusal(422, 42201, "Invalid schema: nested too deeply",
+                      reason=RefusalReason.SCHEMA_TOO_COMPLEX) from None
+    except ValueError as exc:
+        raise Refusal(422, 42201, f"Invalid schema: schema is not JSON: {exc}") from None
+    try:
+        check_shape(document, request.app[LIMITS])
+    except SchemaTooComplex as exc:
+        raise Refusal(422, 42201, f"Invalid schema: {exc}", reason=RefusalReason.SCHEMA_TOO_COMPLEX) from None
+    try:
+        return await request.app[WORKERS].parse(text)
     except SchemaError as exc:
         raise Refusal(422, 42201, f"Invalid schema: {exc}") from None
 
@@ -273,14 +358,14 @@ async def _subjects(request: web.Request) -> web.Response:
 
 async def _register(request: web.Request) -> web.Response:
     # `normalize` is accepted and changes nothing: schemas are always identified by canonical form.
-    schema = _schema_from(await _body(request))
+    schema = await _schema_from(request, await _body(request))
     schema_id = await _store(request).register(request.match_info["subject"], schema)
     return _reply({"id": schema_id})
 
 
 async def _lookup(request: web.Request) -> web.Response:
     store = _store(request)
-    schema = _schema_from(await _body(request))
+    schema = await _schema_from(request, await _body(request))
     entry = store.lookup(request.match_info["subject"], schema, deleted=_flag(request, "deleted"))
     return _reply(_version_body(store, entry))
 
@@ -332,13 +417,13 @@ async def _delete_version(request: web.Request) -> web.Response:
 
 async def _check_version(request: web.Request) -> web.Response:
     version = _version_number(request.match_info["version"])
-    schema = _schema_from(await _body(request))
-    return _compat_body(_store(request).check(request.match_info["subject"], schema, version), request)
+    schema = await _schema_from(request, await _body(request))
+    return _compat_body(await _store(request).check(request.match_info["subject"], schema, version), request)
 
 
 async def _check_all(request: web.Request) -> web.Response:
-    schema = _schema_from(await _body(request))
-    return _compat_body(_store(request).check_all(request.match_info["subject"], schema), request)
+    schema = await _schema_from(request, await _body(request))
+    return _compat_body(await _store(request).check_all(request.match_info["subject"], schema), request)
 
 
 async def _global_config(request: web.Request) -> web.Response:

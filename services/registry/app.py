@@ -1,4 +1,4 @@
-"""The registry service: the schema store, the REST API on top of it, and its metrics endpoint."""
+"""The registry service: the schema store, the REST API on top of it, its schema workers and metrics."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from liaison.core.runner import ShutdownSignal
 from liaison.errors import ConfigError
 from services.registry.api import RegistryMetrics, create_app
 from services.registry.auth import Authenticator, BrokerLogin, auth_middleware
+from services.registry.limits import RateLimiter
 from services.registry.settings import RegistrySettings
 from services.registry.store import SchemaStore
+from services.registry.worker import SchemaWorkers
 
 log = structlog.get_logger(__name__)
 
@@ -27,12 +29,19 @@ SHUTDOWN_GRACE_S = 10.0  # in-flight requests get this long to finish on stop
 
 
 class RegistryServer(AsyncResource):
-    """The store and the HTTP server as one resource; port 0 picks a free port, known after start()."""
+    """The store, the schema workers and the HTTP server as one resource.
+
+    Port 0 picks a free port, known after start().
+    """
 
     def __init__(self, settings: RegistrySettings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.metrics = RegistryMetrics(registry if registry is not None else CollectorRegistry())
-        self.store = SchemaStore(settings, on_bad_record=self.metrics.bad_records.inc)
+        self.workers = SchemaWorkers(
+            workers=settings.registry_parse_workers, timeout_s=settings.registry_parse_timeout_s,
+            max_pending=settings.registry_parse_max_pending)
+        self.store = SchemaStore(settings, on_bad_record=self.metrics.bad_records.inc,
+                                 checker=self.workers.check)
         self.metrics.schemas.set_function(lambda: self.store.state.schema_count)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -62,19 +71,35 @@ class RegistryServer(AsyncResource):
         return context
 
     def _auth(self) -> Authenticator | None:
-        if not self.settings.registry_auth:
+        settings = self.settings
+        if not settings.registry_auth:
             return None
-        return Authenticator(BrokerLogin(self.settings), writers=self.settings.writers,
-                             cache_s=self.settings.registry_auth_cache_s)
+        failures = RateLimiter(settings.registry_failed_logins_per_s, settings.registry_failed_logins_burst)
+        return Authenticator(BrokerLogin(settings), writers=settings.writers,
+                             cache_s=settings.registry_auth_cache_s,
+                             failed_cache_s=settings.registry_failed_login_cache_s, failures=failures)
+
+    def _app(self, auth: Authenticator | None) -> web.Application:
+        settings = self.settings
+        middleware = None
+        if auth is not None:
+            per_user = RateLimiter(settings.registry_user_requests_per_s,
+                                   settings.registry_user_requests_burst)
+            middleware = auth_middleware(auth, user_rate=per_user)
+        return create_app(self.store, self.metrics, self.workers, settings.schema_limits, middleware)
 
     async def start(self) -> None:
-        """Read the schemas topic to its end, then listen; safe to call twice."""
+        """Start the schema workers, read the schemas topic to its end, then listen; safe to call twice."""
         if self._runner is not None:
             return
         tls, auth = self._tls(), self._auth()
-        await self.store.start()
-        runner = web.AppRunner(create_app(self.store, self.metrics, auth_middleware(auth) if auth else None),
-                               access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await self.workers.start()
+        try:
+            await self.store.start()
+        except BaseException:
+            await self.workers.stop()
+            raise
+        runner = web.AppRunner(self._app(auth), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         host, port = self.settings.registry_host, self.settings.registry_port
         try:
             await runner.setup()
@@ -82,24 +107,30 @@ class RegistryServer(AsyncResource):
         except OSError as exc:
             await runner.cleanup()
             await self.store.stop()
+            await self.workers.stop()
             raise ConfigError(
                 f"schema registry cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         except BaseException:
             await runner.cleanup()
             await self.store.stop()
+            await self.workers.stop()
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        limits = self.settings.schema_limits
         log.info("registry listening", url=self.url, topic=self.settings.registry_topic,
-                 auth=auth is not None, writers=sorted(auth.writers) if auth else None)
+                 auth=auth is not None, writers=sorted(auth.writers) if auth else None,
+                 max_body_bytes=limits.max_body_bytes, max_schema_elements=limits.max_elements,
+                 max_schema_depth=limits.max_depth, parse_timeout_s=self.settings.registry_parse_timeout_s)
 
     async def stop(self) -> None:
-        """Stop listening (letting requests in flight finish), then stop the store; safe to call twice."""
+        """Stop listening (letting requests in flight finish), then the store and the workers; safe twice."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
         self._port = None
         await self.store.stop()
+        await self.workers.stop()
 
 
 

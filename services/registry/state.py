@@ -68,6 +68,7 @@ class RegistryState:
         self._uses: dict[int, set[tuple[str, int]]] = {}  # id -> (subject, version) holding it
         self._subjects: dict[str, dict[int, SubjectVersion]] = {}
         self._subject_levels: dict[str, CompatibilityLevel] = {}
+        self._expected: dict[str, AvroSchema] = {}  # text -> parsed, for records about to be read back
 
     # -- applying records ------------------------------------------------------------------
 
@@ -115,8 +116,9 @@ class RegistryState:
             raise DecodeError(f"{subject} version {version} has no schema text")
         schema = self._schemas.get(schema_id)
         if schema is None or schema.text != text:
+            parsed = self._expected.pop(text, None)
             try:
-                parsed = parse_schema(text)
+                parsed = parsed or parse_schema(text)
             except SchemaError as exc:
                 raise DecodeError(f"{subject} version {version}: {exc}") from None
             if schema is not None and parsed.canonical != schema.canonical:
@@ -164,6 +166,17 @@ class RegistryState:
             self._subject_levels.pop(subject, None)
         else:
             self._subject_levels[subject] = level
+
+    def expect(self, schema: AvroSchema) -> None:
+        """A schema parsed elsewhere (in a worker) that a record about to be read back will carry.
+
+        Its text is exactly the record's, so applying the record reuses it instead of parsing the
+        text again on the event loop.
+        """
+        self._expected[schema.text] = schema
+
+    def forget_expected(self, schema: AvroSchema) -> None:
+        self._expected.pop(schema.text, None)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -45,13 +45,29 @@ TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
 class Refusal(Exception):
-    """A request the registry answers with a Confluent error body (`error_code`, `message`)."""
+    """A request the registry answers with a Confluent error body (`error_code`, `message`).
 
-    def __init__(self, status: int, error_code: int, message: str) -> None:
+    `reason` is set when a limit refused it (counted and logged as such); `retry_after_s` becomes
+    a `Retry-After` header.
+    """
+
+    def __init__(self, status: int, error_code: int, message: str, *, reason: str | None = None,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+Checker = Callable[[CompatibilityLevel, AvroSchema, Mapping[int, AvroSchema]], Awaitable[CompatibilityResult]]
+
+
+async def check_here(level: CompatibilityLevel, candidate: AvroSchema,
+                     existing: Mapping[int, AvroSchema]) -> CompatibilityResult:
+    """Check on the event loop: only for trusted schemas (tests, tools); the server uses its workers."""
+    return check_compatibility(level, candidate, existing)
 
 
 def subject_not_found(subject: str) -> Refusal:
@@ -69,9 +85,10 @@ def schema_not_found(schema_id: int | None = None) -> Refusal:
 class SchemaStore(AsyncResource):
     """The in-memory `RegistryState` plus the Kafka clients that fill it and write through it."""
 
-    def __init__(self, settings: RegistrySettings, *,
-                 on_bad_record: Callable[[], None] | None = None) -> None:
+    def __init__(self, settings: RegistrySettings, *, on_bad_record: Callable[[], None] | None = None,
+                 checker: Checker = check_here) -> None:
         self.settings = settings
+        self._checker = checker
         self.topic = settings.registry_topic
         self.state = RegistryState(settings.registry_default_compatibility)
         self._tp = TopicPartition(self.topic, 0)
@@ -292,16 +309,19 @@ class SchemaStore(AsyncResource):
             raise schema_not_found()
         return matches[-1]
 
-    def check(self, subject: str, schema: AvroSchema, version: int | None) -> CompatibilityResult:
+    async def check(self, subject: str, schema: AvroSchema, version: int | None) -> CompatibilityResult:
         """Test a candidate against one version (None: the latest) under the subject's level."""
         target = self.get_version(subject, version)
-        return check_compatibility(self.state.level_for(subject), schema,
+        return await self._checker(self.state.level_for(subject), schema,
                                    {target.version: self.schema_of(target)})
 
-    def check_all(self, subject: str, schema: AvroSchema) -> CompatibilityResult:
+    async def check_all(self, subject: str, schema: AvroSchema) -> CompatibilityResult:
         """Test a candidate as registering it would: the latest version, or all for *_TRANSITIVE."""
+        level = self.state.level_for(subject)
         live = {entry.version: self.schema_of(entry) for entry in self.state.versions(subject)}
-        return check_compatibility(self.state.level_for(subject), schema, live)
+        if not level.transitive and live:
+            live = {max(live): live[max(live)]}  # only the latest is checked: send no more
+        return await self._checker(level, schema, live)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -317,7 +337,7 @@ class SchemaStore(AsyncResource):
             live = self.state.versions(subject)
             if known_id is not None and any(entry.schema_id == known_id for entry in live):
                 return known_id
-            result = self.check_all(subject, schema)
+            result = await self.check_all(subject, schema)
             if not result.compatible:
                 level = self.state.level_for(subject)
                 raise Refusal(409, 409, (
@@ -326,7 +346,11 @@ class SchemaStore(AsyncResource):
             schema_id = known_id if known_id is not None else self.state.max_id + 1
             stored = self.state.schema(schema_id) or schema  # an existing id keeps its first text
             entry = SubjectVersion(subject, self.state.next_version(subject), schema_id)
-            await self._write([schema_record(entry, stored)])
+            self.state.expect(stored)  # parsed already: reading the record back need not parse again
+            try:
+                await self._write([schema_record(entry, stored)])
+            finally:
+                self.state.forget_expected(stored)
         log.info("schema registered", subject=subject, version=entry.version, schema_id=schema_id,
                  new_id=known_id is None)
         return schema_id

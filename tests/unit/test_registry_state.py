@@ -118,3 +118,17 @@ def test_a_second_schema_under_a_taken_id_is_refused() -> None:
     assert state.subjects() == ["s"]
     assert state.id_of(A) == 1
     assert state.id_of(B) is None
+
+
+def test_a_schema_parsed_in_a_worker_is_reused_when_its_record_is_read_back() -> None:
+    """A registration's record carries the text the worker parsed: applying it parses nothing again."""
+    state = RegistryState()
+    parsed_elsewhere = parse_schema(A.text)
+    state.expect(parsed_elsewhere)
+    state.apply(*schema_record(SubjectVersion("s", 1, 1), parsed_elsewhere))
+    assert state.schema(1) is parsed_elsewhere
+    state.expect(B)
+    state.forget_expected(B)
+    state.apply(*schema_record(SubjectVersion("s", 2, 2), B))
+    assert state.schema(2) is not B  # forgotten: parsed from the record's text
+    assert state.id_of(B) == 2
