@@ -172,22 +172,21 @@ class Router:
 
     # -- consumer lag ---------------------------------------------------------------------------
     async def _measure_lag(self) -> None:
-        """Every few seconds, per topic family: records in owned outbox partitions not routed yet
-        (high watermark seen by the last fetch minus the position; no request to the broker)."""
+        """Every few seconds, per topic family: records in owned outbox partitions not routed yet:
+        the high watermark the last fetch saw minus the committed offset (one OffsetFetch)."""
         while True:
             await asyncio.sleep(self.lag_interval_s)
             consumer = self._consumer
-            if consumer is None:
+            if consumer is None or not self._owned:
                 continue
             lag = dict.fromkeys(FAMILIES.values(), 0)
             try:
                 owned = [TopicPartition(t, p) for t, p in sorted(self._owned)]
-                positions = await consumer.position(owned) if owned else []
-                for tp in positions:
+                for tp in await consumer.committed(owned, timeout=self.lag_interval_s):
                     _, high = await consumer.get_watermark_offsets(tp, cached=True)
                     parsed = self.settings.topics.parse_outbox(tp.topic)
-                    if parsed is not None and tp.offset >= 0 and high >= 0:
-                        lag[FAMILIES[parsed[0]]] += max(0, high - tp.offset)
+                    if parsed is not None and high >= 0:
+                        lag[FAMILIES[parsed[0]]] += max(0, high - max(tp.offset, 0))
             except (KafkaException, RuntimeError) as exc:  # a rebalance or a restart: measure later
                 log.debug("consumer lag not measured", error=str(exc))
                 continue

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liaison.sdk import alert, envelope, query, reply
+from liaison.contract import ready_codec
+from liaison.core.runner import ShutdownSignal
+from liaison.core.settings import KafkaSettings
+from liaison.registry_client import RegistryClient
+from liaison.sdk import AgencyClient, alert, envelope, query, reply
+from liaison.security.acls import ROUTER
+from services.router.app import Router
+from services.router.settings import RouterSettings
 from tests.bus_harness import Bus, running_bus
+from tests.integration.test_security import Cluster, registry_server
+from tests.integration.test_security import cluster as secured_cluster
 from tests.raw_records import RawHeaderKey, raw_header_keys
 
 Outcomes = dict[tuple[str, int], list[str]]
@@ -41,6 +53,22 @@ async def _raw_send(bus: Bus, topic: str, value: bytes | None, *, key: bytes | N
         return int(meta.offset)
     finally:
         await producer.stop()
+
+
+async def _read_as(settings: KafkaSettings, topic: str, count: int) -> list[bytes]:
+    """Values of `topic`, read committed from the start as `settings`' principal, until `count`."""
+    consumer = AIOKafkaConsumer(topic, **settings.kafka_kwargs(), group_id=None, auto_offset_reset="earliest",
+                                isolation_level="read_committed", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+        async with asyncio.timeout(60):
+            while len(values) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                values += [r.value for records in batches.values() for r in records]
+        return values
+    finally:
+        await consumer.stop()
 
 
 def _router_alive(bus: Bus) -> bool:
@@ -178,3 +206,50 @@ async def test_any_record_has_exactly_one_outcome(kafka_bootstrap: str, odd: lis
         outcomes = await _outcomes(bus, len(sent), routed=0)
         assert {where: len(outcomes.get(where, [])) for where in sent} == dict.fromkeys(sent, 1)
         assert _router_alive(bus)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A secured broker of this module's own, set up as the security tests set theirs up."""
+    yield from secured_cluster.__wrapped__()
+
+
+async def test_on_the_secured_bus_an_agency_credential_cannot_stop_the_router(cluster: Cluster) -> None:
+    """With only its own credential and aiokafka, FR-PN writes a null header value, a header key that
+    is not UTF-8 and garbage into its outbox: all dead-lettered, and DE-BKA's next alert is routed."""
+    async with registry_server(cluster) as server:
+        async with RegistryClient.from_settings(cluster.admin(registry_url=server.url)) as client:
+            codec = await ready_codec(client)
+        common = {"registry_url": server.url, "metrics_port": 0}
+        router = Router(RouterSettings(**cluster.as_user(ROUTER, **common).model_dump(),
+                                       session_timeout_ms=6000))
+        shutdown = ShutdownSignal()
+        await router.start()
+        task = asyncio.create_task(router.run(shutdown))
+        try:
+            topics = cluster.admin().topics
+            producer = AIOKafkaProducer(**cluster.as_user("FR-PN").kafka_kwargs())
+            await producer.start()
+            try:
+                outbox = topics.outbox("Alert", "FR-PN")
+                await producer.send_and_wait(outbox, b"\x00\x00\x00\x00\x01x", headers=[("k", None)])
+                with raw_header_keys():
+                    await producer.send_and_wait(outbox, b"\x02", headers=[(RawHeaderKey(b"\xc3\x28"), b"")])
+                await producer.send_and_wait(outbox, b"\x00" * 3)
+            finally:
+                await producer.stop()
+            good = alert(envelope("DE-BKA", to=["NL-KLPD"], case_id="SECURED-HOSTILE"))
+            async with AgencyClient(cluster.as_user("DE-BKA", registry_url=server.url), "DE-BKA") as de:
+                await de.send("Alert", good)
+            admin = cluster.admin()
+            inbox = await _read_as(admin, topics.inbox("Alert", "NL-KLPD"), 1)
+            assert [codec.decode(value)[1]["envelope"]["message_id"] for value in inbox] == [
+                good["envelope"]["message_id"]]
+            letters = await _read_as(admin, topics.deadletter, 3)
+            assert sorted(codec.decode(value)[1]["error_code"] for value in letters) == [
+                "BAD_MAGIC_BYTE", "TRUNCATED", "TRUNCATED"]
+            assert not task.done()
+        finally:
+            shutdown.trigger("test finished")
+            await asyncio.wait_for(task, 30)
+            await router.stop()

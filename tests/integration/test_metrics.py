@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,9 +16,10 @@ from liaison.cli.top import DEFAULT_URLS
 from liaison.core.metrics import MetricsServer
 from liaison.local.broker import free_port
 from liaison.local.stack import SERVICES
-from liaison.sdk import alert, envelope
+from liaison.sdk import alert, envelope, reply
 from services.router.app import Router
 from tests.bus_harness import running_bus
+from tests.kafka_helpers import eventually
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -83,36 +85,26 @@ async def test_routing_outcomes_move_the_scraped_counters(kafka_bootstrap: str) 
 
 
 async def test_lag_counts_outbox_records_the_router_has_not_routed(kafka_bootstrap: str) -> None:
-    """With routing held back, lag per family equals the records waiting; routing brings it to zero."""
-    from liaison.core.runner import ShutdownSignal  # noqa: PLC0415
-
+    """While replies wait for the messages they cite, lag counts them; routing brings it to zero."""
     async with running_bus(kafka_bootstrap, router=False) as bus:
-        router = Router(bus.router_settings())
+        router = await bus.start_router(catch_up_timeout_s=8.0)
         router.lag_interval_s = 0.2
-        await router.start()  # joins the group and owns the partitions, but routes nothing yet
-        shutdown = ShutdownSignal()
-        try:
-            async with MetricsServer(router.registry) as server:
-                for i in range(3):
-                    await bus.send_raw(bus.topics.outbox("Alert", "FR-PN"), b"held back %d" % i)
-                for i in range(2):
-                    await bus.send_raw(bus.topics.outbox("Query", "DE-BKA"), b"held back %d" % i)
+        async with MetricsServer(router.registry) as server:
+            await eventually(lambda: _owned(router), bool, timeout_s=60)
+            for _ in range(3):  # each cites a message nobody routed: the router waits for it
+                await bus.send("Reply", reply(envelope("DE-BKA", correlation_id=str(uuid.uuid4())), "NO_HIT"))
 
-                def lag(s: Samples, family: str) -> float | None:
-                    return value(s, "liaison_router_consumer_lag", family=family)
+            def lag(s: Samples, family: str) -> float | None:
+                return value(s, "liaison_router_consumer_lag", family=family)
 
-                waiting = await wait_for(server.url,
-                                         lambda s: lag(s, "alerts") == 3 and lag(s, "queries") == 2)
-                assert (lag(waiting, "alerts"), lag(waiting, "queries"), lag(waiting, "replies")) == (3, 2, 0)
+            waiting = await wait_for(server.url, lambda s: lag(s, "replies") == 3)
+            assert (lag(waiting, "alerts"), lag(waiting, "queries"), lag(waiting, "replies")) == (0, 0, 3)
+            drained = await wait_for(server.url, lambda s: lag(s, "replies") == 0, timeout_s=90)
+            assert value(drained, "liaison_router_dead_letters_total", error="UNKNOWN_CORRELATION") == 3
 
-                task = asyncio.create_task(router.run(shutdown))
-                bus.routers.append((router, task, shutdown))  # stopped by the harness from here on
-                drained = await wait_for(server.url, lambda s: lag(s, "alerts") == lag(s, "queries") == 0)
-                assert (lag(drained, "alerts"), lag(drained, "queries")) == (0, 0)
-                assert value(drained, "liaison_router_dead_letters_total", error="BAD_MAGIC_BYTE") == 5
-        finally:
-            if not bus.routers:
-                await router.stop()
+
+async def _owned(router: Router) -> int:
+    return router.owned_partitions
 
 
 async def test_top_once_prints_the_numbers_and_shows_a_down_service(kafka_bootstrap: str) -> None:
