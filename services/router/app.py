@@ -225,11 +225,10 @@ class Router:
         assert pipeline is not None
         sources = [Source.of(m) for m in messages]
         decoded = [await self._decode(src) for src in sources]
-        await self._refresh_state(decoded)
         out = BatchOutcome()
+        await self._refresh_state(decoded, out)
         for src, item in zip(sources, decoded, strict=True):
             if pipeline.unknown_references(item, out):
-                self.metrics.catch_ups.inc()
                 await self._catch_up_on(item, out)
             pipeline.handle(src, item, out)
         started = time.monotonic()
@@ -250,12 +249,14 @@ class Router:
         except DecodeError as exc:
             return exc
 
-    async def _refresh_state(self, decoded: list[Decoded]) -> None:
+    async def _refresh_state(self, decoded: list[Decoded], out: BatchOutcome) -> None:
         """One read of the shared state per batch when it holds an id not seen here yet: another
         instance may have routed it (a message id belongs to whoever routed it first)."""
         pipeline = self._pipeline
         assert pipeline is not None
         if any(pipeline.unseen_id(item) for item in decoded):
+            citing = sum(pipeline.unknown_references(item, out) for item in decoded)
+            self.metrics.catch_ups.inc(citing)  # these cite a message not seen here yet
             await self.state.catch_up_routed(self.settings.catch_up_timeout_s)
 
     async def _catch_up_on(self, item: Decoded, out: BatchOutcome) -> None:

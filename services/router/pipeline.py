@@ -198,9 +198,12 @@ class Pipeline:
 
     # -- stage 2: decide and emit -----------------------------------------------------------------
     def dead_letter(self, src: Source, code: str, error: str, out: BatchOutcome, *,
-                    claimed: str | None = None, about: dict[str, Any] | None = None) -> None:
+                    claimed: str | None = None, about: dict[str, Any] | None = None,
+                    public: tuple[str, str] | None = None) -> None:
         """Refuse a record whole; `about` is its envelope when it could be read, so that the
-        sender's REJECTED receipt and the audit record name the message."""
+        sender's REJECTED receipt and the audit record name the message. `public` is the code and
+        reason the sender may see, when the detail (kept in the dead letter and the audit) is not
+        its own to know."""
         owner = self.topics.parse_outbox(src.topic)
         owner_code = owner[1] if owner else None
         claimed = claimed[:_LOG_TEXT] if isinstance(claimed, str) else None
@@ -228,8 +231,9 @@ class Pipeline:
         case_id = about.get("case_id") if about else None
         case_id = case_id if isinstance(case_id, str) and len(case_id) <= self.limits.max_id_length else None
         # tell the sender its record was refused, without echoing it
+        shown_code, shown = public or (code, error)
         receipt = self._receipt(owner[1], "REJECTED", about=None, message_type=owner[0],
-                                recipient=None, reason_code=code, reason=error[:1000],
+                                recipient=None, reason_code=shown_code, reason=shown[:1000],
                                 about_id=about_id, case_id=case_id)
         out.outputs.append(Output(self.topics.receipts(owner[1]), None, receipt))
         out.outputs.append(Output(self.topics.audit, None, self.codec.encode("AuditRecord", {
@@ -286,10 +290,12 @@ class Pipeline:
         view = self.state.overlay(out.pending_routed, out.pending_consent)
         result: RoutingResult = self.engine().route(
             message_type, record, outbox_owner=owner[1], now_ms=now, state=view)
-        if result.rejection is None:
-            refused = L.check_recipients(self.limits, len(result.decisions))
-        else:
-            refused = result.rejection.code, result.rejection.reason
+        rejection = result.rejection
+        if rejection is not None:
+            self.dead_letter(src, rejection.code, rejection.reason, out, claimed=env.get("originator"),
+                             about=env, public=(rejection.public_code, rejection.public_reason))
+            return
+        refused = L.check_recipients(self.limits, len(result.decisions))
         if refused is not None:
             self.dead_letter(src, *refused, out, claimed=env.get("originator"), about=env)
             return
@@ -309,8 +315,10 @@ class Pipeline:
                     message_type, apply_redactions(record, decision.redactions))
                 assert value is not None
                 out.outputs.append(Output(self.topics.inbox(message_type, decision.recipient), key, value))
-            self._account(src, message_type, record, decision, now=now, out=out)
-        for hub in result.notify_hub:
+            self._audit_decision(src, message_type, record, decision, now=now, out=out)
+        for decision in result.sender_view:
+            self._tell_sender(message_type, record, decision, out)
+        for hub in self._hubs_to_notify(message_type, env, result.notify_hub, view):
             kind = _hub_receipt_kind(message_type, record)
             out.outputs.append(Output(self.topics.receipts(hub), key, self._receipt(
                 hub, kind, about=env, message_type=message_type, recipient=env["originator"],
@@ -328,6 +336,21 @@ class Pipeline:
         if message_type == "Reply" and delivered:
             self._reply_delivered(src, record, out, view, now=now)
         out.created_ms.append(src.timestamp or env["created_at"])
+
+    def _hubs_to_notify(self, message_type: str, env: dict[str, Any], hubs: tuple[str, ...],
+                        view: RoutedView) -> list[str]:
+        """The hubs the engine chose, less those the answered alert's own terms keep out (a FLAG or
+        HIT notice about an alert tells of that alert too)."""
+        if message_type != "Reply" or not hubs:
+            return list(hubs)
+        answered = env["correlation_id"]
+        terms = view.terms_of(answered)
+        if terms is None:
+            return list(hubs)
+        engine = self.engine()
+        received = view.delivered_to(answered) or frozenset()
+        return [hub for hub in hubs
+                if engine.notice_allowed(hub, restricted=terms[0], tlp=terms[1], received=received)]
 
     def _seen_before(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome, *,
                      prior: dict[str, Any], digest: str) -> None:
@@ -362,14 +385,24 @@ class Pipeline:
             self._record_consent(reply, out, view)
         owner = reply["data_owner"]
         asker = view.originator_of(query_id)
-        if (reply["outcome"] == "HIT" and owner and owner not in (env["originator"], asker)
-                and owner in self.engine().directory.agencies):
-            self._notify_hit(src, reply, owner, asker, out, now=now)
+        if reply["outcome"] == "HIT" and owner and owner not in (env["originator"], asker):
+            self._notify_hit(src, reply, owner, asker, out, view=view, now=now)
 
     def _notify_hit(self, src: Source, reply: dict[str, Any], owner: str, asker: str | None,
-                    out: BatchOutcome, *, now: int) -> None:
-        """Prüm / I-24/7: the owner of a record that hit is told who searched it (not the data)."""
+                    out: BatchOutcome, *, view: RoutedView, now: int) -> None:
+        """Prüm / I-24/7: the owner of a record that hit is told who searched it (not the data),
+        unless the terms of the query or of the reply keep it out (restricted, TLP, status)."""
         env = reply["envelope"]
+        engine = self.engine()
+        query_terms = view.terms_of(env["correlation_id"]) or (frozenset(), "RED")
+        received = view.delivered_to(env["correlation_id"]) or frozenset()
+        for restricted, tlp, got in ((query_terms[0], query_terms[1], received),
+                                     (env["restricted"], env["tlp"], ())):
+            verdict = engine.notice_decision(owner, restricted=restricted, tlp=tlp, received=got)
+            if verdict.outcome != "DELIVER":
+                out.outputs.append(Output(self.topics.audit, _key(env), self.codec.encode(
+                    "AuditRecord", self._audit(src, "Reply", reply, verdict, now=now, decision="DENIED"))))
+                return
         out.outputs.append(Output(self.topics.receipts(owner), _key(env), self._receipt(
             owner, "HIT_NOTIFICATION", about=env, message_type="Reply", recipient=asker,
             reason=f"{env['originator']} reported a hit on your record to {asker}",
@@ -379,19 +412,24 @@ class Pipeline:
         out.outputs.append(Output(self.topics.audit, _key(env), self.codec.encode(
             "AuditRecord", self._audit(src, "Reply", reply, notice, now=now, decision="NOTIFIED"))))
 
-    def _account(self, src: Source, message_type: str, record: dict[str, Any], decision: Decision,
-                 *, now: int, out: BatchOutcome) -> None:
-        """The receipt to the originator and the audit record of one decision."""
+    def _tell_sender(self, message_type: str, record: dict[str, Any], decision: Decision,
+                     out: BatchOutcome) -> None:
+        """The originator's receipt of one decision, in the words it may read (its public view)."""
+        env = record["envelope"]
+        out.outputs.append(Output(self.topics.receipts(env["originator"]), _key(env), self._receipt(
+            env["originator"], _RECEIPT_KIND[decision.outcome], about=env, message_type=message_type,
+            recipient=decision.recipient, reason_code=decision.public_code, reason=decision.public_reason,
+            about_id=env["message_id"], case_id=env["case_id"],
+            deadline=record.get("deadline") if message_type == "Query" else None)))
+
+    def _audit_decision(self, src: Source, message_type: str, record: dict[str, Any], decision: Decision,
+                        *, now: int, out: BatchOutcome) -> None:
+        """The audit record of one decision, with the whole detail."""
         env = record["envelope"]
         redacted = decision.outcome == "DELIVER" and bool(decision.redactions)
         reason = decision.reason
         if redacted and reason is None:
             reason = "delivered with " + ", ".join(decision.redactions) + " removed"
-        out.outputs.append(Output(self.topics.receipts(env["originator"]), _key(env), self._receipt(
-            env["originator"], _RECEIPT_KIND[decision.outcome], about=env, message_type=message_type,
-            recipient=decision.recipient, reason_code=decision.reason_code, reason=reason,
-            about_id=env["message_id"], case_id=env["case_id"],
-            deadline=record.get("deadline") if message_type == "Query" else None)))
         audit = self._audit(src, message_type, record, decision, now=now,
                             decision="REDACTED" if redacted else _AUDIT_DECISION.get(decision.outcome,
                                                                                      "DELIVERED"),

@@ -253,3 +253,43 @@ async def test_on_the_secured_bus_an_agency_credential_cannot_stop_the_router(cl
             shutdown.trigger("test finished")
             await asyncio.wait_for(task, 30)
             await router.stop()
+
+
+async def test_a_sender_learns_only_what_it_may_know(kafka_bootstrap: str) -> None:
+    """A non-member addressing a case group gets the answer an unknown name gets, and no member
+    names; a recipient's clearances stay in the audit; a hit is not told to an owner the asker
+    restricted; biometric data in a query's criteria is removed for an uncleared recipient."""
+    async with running_bus(kafka_bootstrap) as bus:
+        probe = alert(envelope("DE-BKA", groups=["JIT-ORION"], tlp="GREEN"))
+        unknown = alert(envelope("DE-BKA", groups=["NO-SUCH-TEAM"], tlp="GREEN"))
+        await bus.send("Alert", probe)
+        await bus.send("Alert", unknown)
+        seen = [r for _, r in await bus.read(bus.topics.receipts("DE-BKA"), 2)]
+        assert [(r["recipient"], r["kind"], r["reason_code"]) for r in seen] == [
+            ("group:JIT-ORION", "DENIED", "UNKNOWN_RECIPIENT"),
+            ("group:NO-SUCH-TEAM", "DENIED", "UNKNOWN_RECIPIENT")]
+        assert seen[0]["reason"].replace("JIT-ORION", "X") == seen[1]["reason"].replace("NO-SUCH-TEAM", "X")
+        for member in ("FR-PN", "ES-CNP", "NL-KLPD"):
+            assert await bus.read(bus.topics.inbox("Alert", member), 1, timeout_s=1) == []
+
+        q = query(envelope("FR-PN", to=["DE-BKA", "BR-PF"], restricted=["ES"]), "Prints?",
+                  kind="HIT_CHECK", criteria={"fingerprint_ref": "AFIS-77", "plate": "AB-123"})
+        await bus.send("Query", q)
+        qid = q["envelope"]["message_id"]
+        to_brazil = (await bus.read(bus.topics.inbox("Query", "BR-PF"), 1))[0][1]
+        assert "AFIS-77" not in str(to_brazil["criteria"]), to_brazil["criteria"]
+        to_germany = (await bus.read(bus.topics.inbox("Query", "DE-BKA"), 1))[0][1]
+        assert to_germany["criteria"]["fingerprint_ref"] == "AFIS-77"
+
+        hit = reply(envelope("DE-BKA", correlation_id=qid), "HIT", reference="REF-9", data_owner="ES-CNP")
+        await bus.send("Reply", hit)
+        await bus.read(bus.topics.inbox("Reply", "FR-PN"), 1)
+        assert await bus.read(bus.topics.receipts("ES-CNP"), 1, timeout_s=2) == []
+        audit = [r for _, r in await bus.read(bus.topics.audit, 5, settle_s=1.0)]
+        assert [(a["recipient"], a["decision"], a["reason_code"]) for a in audit
+                if a["message_id"] == hit["envelope"]["message_id"] and a["recipient"] == "ES-CNP"] == [
+            ("ES-CNP", "DENIED", "RESTRICTED_BY_ORIGINATOR")]
+        by = {r["recipient"]: r for _, r in await bus.read(bus.topics.receipts("FR-PN"), 2)
+              if r["envelope"]["correlation_id"] == qid}
+        assert by["BR-PF"]["reason_code"] == "FIELDS_REMOVED"
+        assert "clearance" not in (by["BR-PF"]["reason"] or "")

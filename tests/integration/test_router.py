@@ -61,15 +61,17 @@ async def test_query_and_reply_reach_only_the_parties(kafka_bootstrap: str) -> N
 
 
 async def test_reply_from_an_agency_that_never_got_the_query_is_denied(kafka_bootstrap: str) -> None:
-    """Only a recipient of the query may answer it."""
+    """Only a recipient of the query may answer it; the intruder learns nothing about the query."""
     async with running_bus(kafka_bootstrap) as bus:
         q, _ = await _query_and_reply(bus)
         intruder = reply(envelope("ES-CNP", correlation_id=q["envelope"]["message_id"]), "HIT",
                          information="We know him.")
         await bus.send("Reply", intruder)
-        receipts = await bus.read(bus.topics.receipts("ES-CNP"), 1)
-        by = _by_recipient(receipts, intruder["envelope"]["message_id"])
-        assert by["FR-PN"]["kind"] == "DENIED"
+        receipts = [r for _, r in await bus.read(bus.topics.receipts("ES-CNP"), 1)]
+        assert [(r["kind"], r["reason_code"], r["recipient"]) for r in receipts] == [
+            ("REJECTED", "UNKNOWN_CORRELATION", None)]  # as if the query did not exist
+        letters = [r for _, r in await bus.read(bus.topics.deadletter, 1)]
+        assert [r["error_code"] for r in letters] == ["NOT_A_RECIPIENT"]
         inbox = await bus.read(bus.topics.inbox("Reply", "FR-PN"), 2, timeout_s=3)
         assert inbox
         assert all(r["envelope"]["originator"] == "DE-BKA" for _, r in inbox)
@@ -125,7 +127,11 @@ async def test_biometric_data_is_removed_for_a_partner_without_agreement(kafka_b
         assert brazilian["envelope"]["redactions"]
         receipts = _by_recipient(await bus.read(bus.topics.receipts("FR-PN"), 2),
                                  q["envelope"]["message_id"])
-        assert receipts["BR-PF"]["reason_code"] == "BIOMETRIC_NOT_CLEARED"
+        # the sender learns that fields were removed, not BR-PF's clearances; the audit keeps the detail
+        assert receipts["BR-PF"]["reason_code"] == "FIELDS_REMOVED"
+        audit = [r for _, r in await bus.read(bus.topics.audit, 2)
+                 if r["message_id"] == q["envelope"]["message_id"] and r["recipient"] == "BR-PF"]
+        assert [(a["decision"], a["reason_code"]) for a in audit] == [("REDACTED", "BIOMETRIC_NOT_CLEARED")]
 
 
 async def test_h2_information_is_passed_on_only_after_the_provider_consents(kafka_bootstrap: str) -> None:
