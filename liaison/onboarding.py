@@ -5,10 +5,12 @@ The directory lives in the compacted `bus.directory` topic (key `agency/<CODE>`,
 out the change as a pure function (unit-tested without Kafka), and writes only what differs, so
 running it twice changes nothing the second time.
 
-On a secured cluster each agency is also a Kafka principal: `KafkaAccessControl` gives it a SCRAM
-credential and exactly the ACLs of `liaison.security.acls.agency_grants`; suspending or removing it
-takes both away, resuming issues a new credential. On a plain-text cluster there is nothing to
-authenticate and `NoAccessControl` says so.
+On a secured cluster each agency is also a Kafka principal, named by `liaison.security.acls.username`
+(the bus's prefix, then its code): `KafkaAccessControl` gives it a SCRAM credential, exactly the
+ACLs of `liaison.security.acls.agency_grants` and client quotas (`liaison.security.quotas`);
+suspending takes credential and ACLs away and keeps the quotas for its return, removing takes all
+three, resuming issues a new credential. On a plain-text cluster there is nothing to authenticate
+and `NoAccessControl` says so.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from liaison.directory_feed import publish_entries
 from liaison.errors import ConfigError
 from liaison.kafka_admin import ensure_topics
 from liaison.sdk.client import TopicMissing, kafka_faults
-from liaison.security.acls import agency_grants
+from liaison.security.acls import agency_grants, check_bus_prefix, username
 from liaison.security.admin import SecurityAdmin
 from liaison.security.credentials import Credential, CredentialFiles, Endpoints, new_password
+from liaison.security.quotas import Quota, QuotaAdmin, quota_defaults
 from liaison.table import CompactedTable
 
 Entries = Mapping[str, Any]
@@ -40,20 +43,42 @@ def agency_key(code: str) -> str:
     return f"agency/{code}"
 
 
-# -- access control: Kafka principals and ACLs ---------------------------------------------------
+# -- access control: Kafka principals, ACLs and quotas ---------------------------------------------
+@dataclass(frozen=True)
+class QuotaView:
+    """An agency user's client quotas, as the broker holds them after a change (if any)."""
+
+    code: str
+    user: str
+    quota: Quota
+    changed: tuple[str, ...] = ()  # Kafka's names of the quotas set now
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "user": self.user, "quotas": self.quota.to_dict(),
+                "changed": list(self.changed)}
+
+
 class AccessControl(Protocol):
     """Gives an agency's principal write access to its outboxes and read access to its inboxes."""
 
     async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
-        """Create or confirm the principal and ACLs; return what was done, one line each."""
+        """Create or confirm the principal, ACLs and quotas; return what was done, one line each."""
         ...
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
-        """Remove the agency's credential and ACLs (the topics stay); return what was done."""
+        """Remove the agency's credential and ACLs (topics and quotas stay); return what was done."""
+        ...
+
+    async def forget(self, settings: KafkaSettings, code: str) -> list[str]:
+        """Revoke, and delete the agency's quotas too: it is leaving the bus."""
         ...
 
     async def rotate(self, settings: KafkaSettings, code: str) -> list[str]:
         """Replace the agency's password; the old one stops working for new connections."""
+        ...
+
+    async def quota(self, settings: KafkaSettings, code: str, changes: Quota) -> QuotaView | None:
+        """Apply the quotas `changes` sets (none: only read); None when users have no quotas here."""
         ...
 
 
@@ -61,7 +86,7 @@ class NoAccessControl:
     """A plain-text cluster: nobody authenticates, so there is no principal to give ACLs to."""
 
     NOTE = ("the cluster is not secured (LIAISON_SECURITY_PROTOCOL={protocol}, no SASL login): no credential "
-            "or ACLs were created, anyone who reaches the broker may read and write these topics")
+            "or ACLs were created, anyone who reaches the broker may read and write these topics at any rate")
 
     async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
         return [self.NOTE.format(protocol=settings.security_protocol)]
@@ -69,20 +94,29 @@ class NoAccessControl:
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
         return []  # adding it said once that the cluster is not secured
 
+    async def forget(self, settings: KafkaSettings, code: str) -> list[str]:
+        return []
+
     async def rotate(self, settings: KafkaSettings, code: str) -> list[str]:
         raise ConfigError("the cluster is not secured (LIAISON_SECURITY_PROTOCOL=PLAINTEXT): "
                           "there is no credential to rotate")
 
+    async def quota(self, settings: KafkaSettings, code: str, changes: Quota) -> QuotaView | None:
+        return None  # every client is the same anonymous user: there is no agency to limit
+
 
 class KafkaAccessControl:
-    """SCRAM credential and exactly the agency's ACLs, set through the admin's connection.
+    """SCRAM credential, exactly the agency's ACLs and its quotas, set through the admin's connection.
 
     A new password goes to a credential file of mode 0600 in `files`, or, without `files`, into
     the returned lines once (the caller shows it and keeps it nowhere). It is never logged.
+    Quotas an agency lacks get `quota_defaults` (by default from `LIAISON_AGENCY_*`); quotas an
+    operator set for it are kept.
     """
 
-    def __init__(self, files: CredentialFiles | None) -> None:
+    def __init__(self, files: CredentialFiles | None, *, quota_defaults: Quota | None = None) -> None:
         self.files = files
+        self.quota_defaults = quota_defaults
 
     def _deliver(self, settings: KafkaSettings, credential: Credential) -> str:
         if self.files is None:
@@ -93,45 +127,80 @@ class KafkaAccessControl:
         path = self.files.write(credential, endpoints)
         return f"credential of {credential.username} written to {path} (mode 0600)"
 
-    async def _new_credential(self, settings: KafkaSettings, admin: SecurityAdmin, code: str) -> str:
-        credential = Credential(code, new_password())
+    async def _new_credential(self, settings: KafkaSettings, admin: SecurityAdmin, user: str) -> str:
+        credential = Credential(user, new_password())
         await admin.set_credentials([credential])
         return self._deliver(settings, credential)
 
     async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
+        check_bus_prefix(settings.topics)
+        user, defaults = username(settings.topics, code), self.quota_defaults or quota_defaults()
         admin = SecurityAdmin(settings)
         async with kafka_faults(settings, f"granting {code} its ACLs"):
-            added, removed = await admin.set_grants(code, agency_grants(settings.topics, code))
-            lines = [f"ACLs of User:{code}: {len(added)} added, {len(removed)} removed"]
-            if code in await admin.users_with_credentials([code]):
-                lines.append(f"SCRAM credential of {code} kept (`liaison agency rotate {code}` replaces it)")
+            added, removed = await admin.set_grants(user, agency_grants(settings.topics, code))
+            lines = [f"ACLs of User:{user}: {len(added)} added, {len(removed)} removed"]
+            if user in await admin.users_with_credentials([user]):
+                lines.append(f"SCRAM credential of {user} kept (`liaison agency rotate {code}` replaces it)")
             else:
-                lines.append("SCRAM credential created; " + await self._new_credential(settings, admin, code))
+                lines.append("SCRAM credential created; " + await self._new_credential(settings, admin, user))
+            async with QuotaAdmin(settings) as quotas:
+                now, added_quotas = (await quotas.ensure([user], defaults))[user]
+        if added_quotas.empty:
+            how = f"kept: `liaison agency quota {code}` changes them"
+        elif added_quotas == now:
+            how = "defaults set"
+        else:
+            how = f"defaults set for {', '.join(added_quotas.values())}, the others kept"
+        lines.append(f"quotas of {user}: {now.describe()} ({how})")
         return lines
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
+        check_bus_prefix(settings.topics)
+        user = username(settings.topics, code)
         admin = SecurityAdmin(settings)
         async with kafka_faults(settings, f"revoking the access of {code}"):
-            acls = await admin.revoke_all(code)
-            had = await admin.delete_credential(code)
+            acls = await admin.revoke_all(user)
+            had = await admin.delete_credential(user)
         if self.files is not None:
-            self.files.remove(code)
-        return [f"{acls} ACLs of User:{code} deleted",
-                f"SCRAM credential of {code} {'deleted' if had else 'was already absent'}"]
+            self.files.remove(user)
+        return [f"{acls} ACLs of User:{user} deleted",
+                f"SCRAM credential of {user} {'deleted' if had else 'was already absent'}"]
+
+    async def forget(self, settings: KafkaSettings, code: str) -> list[str]:
+        lines = await self.revoke(settings, code)
+        user = username(settings.topics, code)
+        async with kafka_faults(settings, f"deleting the quotas of {code}"), QuotaAdmin(settings) as quotas:
+            had = await quotas.delete(user)
+        return [*lines, f"quotas of {user} {'deleted' if not had.empty else 'were already absent'}"]
 
     async def rotate(self, settings: KafkaSettings, code: str) -> list[str]:
+        check_bus_prefix(settings.topics)
+        user = username(settings.topics, code)
         admin = SecurityAdmin(settings)
         async with kafka_faults(settings, f"rotating the credential of {code}"):
-            if code not in await admin.users_with_credentials([code]):
+            if user not in await admin.users_with_credentials([user]):
                 raise ConfigError(f"{code} has no credential to rotate (suspended or never onboarded on "
                                   f"this cluster): `liaison agency resume {code}` issues one")
-            return ["password replaced; " + await self._new_credential(settings, admin, code)]
+            return ["password replaced; " + await self._new_credential(settings, admin, user)]
+
+    async def quota(self, settings: KafkaSettings, code: str, changes: Quota) -> QuotaView:
+        check_bus_prefix(settings.topics)
+        user = username(settings.topics, code)
+        async with kafka_faults(settings, f"the quotas of {code}"), QuotaAdmin(settings) as quotas:
+            now = await quotas.describe(user)
+            if changes.empty:
+                return QuotaView(code, user, now)
+            await quotas.apply(user, changes)
+        # The broker that took the change may show it a moment later: report what was set.
+        return QuotaView(code, user, now.merged(changes), tuple(changes.values()))
 
 
-def access_control(settings: KafkaSettings, files: CredentialFiles | None) -> AccessControl:
-    """What the cluster behind `settings` needs: credentials and ACLs only when it authenticates."""
+def access_control(settings: KafkaSettings, files: CredentialFiles | None, *,
+                   quota_defaults: Quota | None = None) -> AccessControl:
+    """What the cluster behind `settings` needs: credentials, ACLs and quotas only when it authenticates."""
     if settings.security_protocol.startswith("SASL"):
-        return KafkaAccessControl(files)
+        check_bus_prefix(settings.topics)
+        return KafkaAccessControl(files, quota_defaults=quota_defaults)
     return NoAccessControl()
 
 
@@ -335,7 +404,7 @@ async def remove_agency(settings: KafkaSettings, code: str, *, access: AccessCon
     plan = plan_remove(await read_entries(settings), code)
     revoked: list[str] = []
     if plan.writes:
-        revoked = await (access or NoAccessControl()).revoke(settings, plan.code)
+        revoked = await (access or NoAccessControl()).forget(settings, plan.code)
     await _write(settings, plan)
     kept = (f"its {len(settings.topics.agency_topics(plan.code))} topics and the audit trail are kept "
             "(delete the topics with your Kafka tools if its data must go)",) if plan.writes else ()
@@ -346,9 +415,11 @@ async def remove_agency(settings: KafkaSettings, code: str, *, access: AccessCon
 class AgencyView:
     agency: Agency
     topics: dict[str, bool]  # topic name -> exists
+    quotas: QuotaView | None = None  # on a secured cluster, when asked for
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.agency.to_entry(), "topics": self.topics}
+        extra = {"user": self.quotas.user, "quotas": self.quotas.quota.to_dict()} if self.quotas else {}
+        return {**self.agency.to_entry(), "topics": self.topics, **extra}
 
 
 async def list_agencies(settings: KafkaSettings) -> list[AgencyView]:
@@ -360,8 +431,25 @@ async def list_agencies(settings: KafkaSettings) -> list[AgencyView]:
             for _, a in sorted(directory.agencies.items())]
 
 
-async def show_agency(settings: KafkaSettings, code: str) -> AgencyView:
+async def show_agency(settings: KafkaSettings, code: str, *,
+                      access: AccessControl | None = None) -> AgencyView:
+    """One agency's entry, its topics and, with `access` on a secured cluster, its user's quotas."""
     code = check_agency_code(code.strip().upper(), "agency")
     agency = _existing(await read_entries(settings), code)
     present = await existing_topics(settings)
-    return AgencyView(agency, {t: t in present for t in settings.topics.agency_topics(code)})
+    quotas = await access.quota(settings, code, Quota()) if access is not None else None
+    return AgencyView(agency, {t: t in present for t in settings.topics.agency_topics(code)}, quotas)
+
+
+async def agency_quota(settings: KafkaSettings, code: str, changes: Quota, *,
+                       access: AccessControl) -> QuotaView:
+    """Show an agency's quotas, or change the ones `changes` sets; it must be in the directory."""
+    code = check_agency_code(code.strip().upper(), "agency")
+    changes.checked()
+    _existing(await read_entries(settings), code)
+    view = await access.quota(settings, code, changes)
+    if view is None:
+        raise ConfigError(f"the cluster is not secured (LIAISON_SECURITY_PROTOCOL="
+                          f"{settings.security_protocol}): quotas limit an authenticated user, and here "
+                          "every client is the same anonymous one")
+    return view

@@ -1,4 +1,5 @@
-"""`liaison agency`: onboard an agency (its topics and directory entry), list, suspend, resume, remove."""
+"""`liaison agency`: onboard an agency (its topics and directory entry), list, suspend, resume, remove,
+and set how fast its user may use the broker (`quota`)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,18 @@ from liaison.cli.messages import (
     run,
     table,
 )
-from liaison.cli.output import Out
+from liaison.cli.output import Out, fail
 from liaison.core.settings import KafkaSettings
+from liaison.errors import ConfigError
 from liaison.local.paths import secrets_dir
 from liaison.security.credentials import CredentialFiles
+from liaison.security.quotas import (
+    MIN_FETCH_RATE,
+    MIN_PRODUCE_RATE,
+    MIN_REQUEST_PERCENTAGE,
+    Quota,
+    quota_defaults,
+)
 
 app = typer.Typer(cls=OneLineGroup, no_args_is_help=True,
                   help="Onboard agencies: their topics and their entry in the bus directory.")
@@ -50,7 +59,13 @@ PrintOpt = Annotated[bool, typer.Option(
 
 
 def _access(settings: KafkaSettings, directory: Path | None, show: bool) -> onboarding.AccessControl:
-    return onboarding.access_control(settings, None if show else CredentialFiles(directory or secrets_dir()))
+    """Credentials, ACLs and quotas on a secured cluster; a wrong prefix or quota setting exits 2."""
+    files = None if show else CredentialFiles(directory or secrets_dir())
+    try:
+        defaults = quota_defaults() if settings.security_protocol.startswith("SASL") else None
+        return onboarding.access_control(settings, files, quota_defaults=defaults)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
 
 
 @app.command("add", cls=OneLineCommand)
@@ -76,7 +91,8 @@ def add(
     """Create an agency's 7 topics and publish its directory entry; running it again changes nothing.
 
     Given again with other values, it updates the entry (status and hub flag are kept). On a secured
-    cluster it also creates the agency's SCRAM credential and exactly its ACLs.
+    cluster it also creates the agency's SCRAM credential, exactly its ACLs, and the default client
+    quotas it lacks (LIAISON_AGENCY_PRODUCE_BYTE_RATE, _FETCH_BYTE_RATE, _REQUEST_PERCENTAGE).
 
     Example: liaison agency add SE-NOA --country SE --name "Polisen NOA" --group EU --clearance DNA
     """
@@ -111,13 +127,15 @@ def list_(*, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> 
 
 @app.command("show", cls=OneLineCommand)
 def show(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
-    """Show one agency's directory entry and its topics.
+    """Show one agency's directory entry, its topics and, on a secured cluster, its user and quotas.
 
     Example: liaison agency show FR-PN
     """
     settings = bus_settings()
-    view = run(lambda: onboarding.show_agency(settings, code), doing=f"reading the directory entry of {code}",
-               timeout_s=timeout, settings=settings, message="reading the directory", json=json)
+    access = _access(settings, None, True)
+    view = run(lambda: onboarding.show_agency(settings, code, access=access),
+               doing=f"reading the directory entry of {code}", timeout_s=timeout, settings=settings,
+               message="reading the directory", json=json)
     if json:
         emit_json(view.to_dict())
         return
@@ -129,6 +147,58 @@ def show(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: Json
         ["clearances", ", ".join(sorted(a.clearances)) or "-"]])
     table(out, "topics", ["topic", "exists"],
               [[t, "yes" if ok else "[red]MISSING[/red]"] for t, ok in view.topics.items()])
+    if view.quotas is not None:
+        _quota_table(out, view.quotas)
+
+
+def _quota_table(out: Out, view: onboarding.QuotaView) -> None:
+    q = view.quota
+
+    def shown(value: float | None, unit: str) -> str:
+        return "unlimited" if value is None else f"{value:.10g} {unit}"
+
+    table(out, f"quotas of user {view.user} (per broker)", ["quota", "value"], [
+        ["producer_byte_rate", shown(q.produce_bytes, "bytes/s")],
+        ["consumer_byte_rate", shown(q.fetch_bytes, "bytes/s")],
+        ["request_percentage", shown(q.request_percentage, "%")]])
+
+
+@app.command("quota", cls=OneLineCommand)
+def quota(
+    code: AgencyArg, *,
+    produce_bytes: Annotated[int | None, typer.Option(
+        "--produce-bytes", min=MIN_PRODUCE_RATE, metavar="BYTES", show_default=False,
+        help=f"Bytes per second it may write, per broker (at least {MIN_PRODUCE_RATE}).")] = None,
+    fetch_bytes: Annotated[int | None, typer.Option(
+        "--fetch-bytes", min=MIN_FETCH_RATE, metavar="BYTES", show_default=False,
+        help=f"Bytes per second it may read, per broker (at least {MIN_FETCH_RATE}: a 1 MiB record batch "
+        "must fit in the quota's 10 s window, or it is never delivered).")] = None,
+    request_percentage: Annotated[float | None, typer.Option(
+        "--request-percentage", min=MIN_REQUEST_PERCENTAGE, metavar="PERCENT", show_default=False,
+        help=f"Share of one broker thread its requests may use (at least {MIN_REQUEST_PERCENTAGE:g}).",
+    )] = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False,
+) -> None:
+    """Show an agency's client quotas, or change the ones given; the others stay as they are.
+
+    Past a quota the broker delays the agency's requests until its rate is back under it (it is
+    never refused). Defaults at onboarding: LIAISON_AGENCY_PRODUCE_BYTE_RATE (1 MiB/s),
+    LIAISON_AGENCY_FETCH_BYTE_RATE (4 MiB/s), LIAISON_AGENCY_REQUEST_PERCENTAGE (50).
+
+    Example: liaison agency quota SE-NOA --produce-bytes 2097152
+    """
+    settings = bus_settings()
+    changes = Quota(produce_bytes, fetch_bytes, request_percentage)
+    access = _access(settings, None, True)
+    view = run(lambda: onboarding.agency_quota(settings, code, changes, access=access),
+               doing=f"the quotas of {code}", timeout_s=timeout, settings=settings,
+               message=f"the quotas of {code}", json=json)
+    if json:
+        emit_json(view.to_dict())
+        return
+    if view.changed:
+        typer.echo(f"{view.code}: quotas of {view.user} changed ({', '.join(view.changed)})")
+    _quota_table(Out(), view)
 
 
 def _status(code: str, status: str, *, timeout: float, json: bool, credentials_dir: Path | None = None,
@@ -146,7 +216,8 @@ def _status(code: str, status: str, *, timeout: float, json: bool, credentials_d
 def suspend(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
     """Suspend an agency: the router refuses what it sends and delivers nothing to it.
 
-    On a secured cluster its credential and ACLs are deleted: the broker lets it in no more.
+    On a secured cluster its credential and ACLs are deleted: the broker lets it in no more (its
+    quotas are kept for its return).
 
     Example: liaison agency suspend SE-NOA
     """
@@ -157,6 +228,8 @@ def suspend(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: J
 def resume(code: AgencyArg, *, credentials_dir: CredentialsDirOpt = None, print_credential: PrintOpt = False,
            timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
     """Let a suspended agency send and receive again (with a new credential on a secured cluster).
+
+    Its ACLs come back, and any quota it lacks gets the default.
 
     Example: liaison agency resume SE-NOA
     """
@@ -182,6 +255,8 @@ def rotate(code: AgencyArg, *, credentials_dir: CredentialsDirOpt = None, print_
 @app.command("remove", cls=OneLineCommand)
 def remove(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
     """Remove an agency from the directory; its topics and the audit trail are kept.
+
+    On a secured cluster its credential, ACLs and quotas are deleted.
 
     Example: liaison agency remove SE-NOA
     """

@@ -14,7 +14,20 @@ from pydantic import SecretStr
 
 from liaison.core.settings import KafkaSettings, load
 from liaison.errors import ConfigError
-from liaison.security.acls import Grant, agency_grants, deadlines_grants, registry_grants, router_grants
+from liaison.security.acls import (
+    DEADLINES,
+    REGISTRY,
+    ROUTER,
+    Grant,
+    agency_grants,
+    check_bus_prefix,
+    deadlines_grants,
+    readme_table,
+    registry_grants,
+    router_grants,
+    service_grants,
+    username,
+)
 from liaison.security.credentials import Credential, CredentialFiles, Endpoints, new_password
 from liaison.security.tls import DevTls
 from liaison.topics import Topics
@@ -31,7 +44,7 @@ def test_an_agency_gets_exactly_its_own_topics_and_groups() -> None:
     assert writable == {"p.alerts.out.FR-PN", "p.queries.out.FR-PN", "p.replies.out.FR-PN"}
     assert readable == {"p.alerts.in.FR-PN", "p.queries.in.FR-PN", "p.replies.in.FR-PN",
                         "p.receipts.in.FR-PN"}
-    assert [g for g in grants if g.resource != "TOPIC"] == [Grant("GROUP", "FR-PN.", "PREFIXED", "READ")]
+    assert [g for g in grants if g.resource != "TOPIC"] == [Grant("GROUP", "p.FR-PN.", "PREFIXED", "READ")]
     assert all(g.pattern == "LITERAL" for g in grants if g.resource == "TOPIC")
     assert not set(grants) & set(agency_grants(TOPICS, "DE-BKA"))
 
@@ -39,7 +52,7 @@ def test_an_agency_gets_exactly_its_own_topics_and_groups() -> None:
 def test_an_agency_prefix_cannot_reach_a_longer_code() -> None:
     """The group prefix ends with a dot, so FR-PN's does not cover a group of FR-PNX."""
     (group,) = [g for g in agency_grants(TOPICS, "FR-PN") if g.resource == "GROUP"]
-    assert not "FR-PNX.inbox".startswith(group.name)
+    assert not "p.FR-PNX.inbox".startswith(group.name)
 
 
 def test_services_get_what_their_code_uses_and_no_cluster_rights() -> None:
@@ -47,12 +60,44 @@ def test_services_get_what_their_code_uses_and_no_cluster_rights() -> None:
     assert Grant("TOPIC", "p.alerts.out.", "PREFIXED", "READ") in router
     assert Grant("TOPIC", "p.alerts.out.", "PREFIXED", "WRITE") not in router  # never writes an outbox
     assert Grant("TOPIC", "p.bus.audit", "LITERAL", "READ") not in router
-    assert Grant("TRANSACTIONAL_ID", "liaison-router.", "PREFIXED", "WRITE") in router
+    assert Grant("TRANSACTIONAL_ID", "p.liaison-router.", "PREFIXED", "WRITE") in router
     assert {g.name for g in deadlines if g.operation == "WRITE"} == {
-        "p.bus.queries", "p.receipts.in.", "liaison-deadlines"}
+        "p.bus.queries", "p.receipts.in.", "p.liaison-deadlines"}
     assert {g.name for g in registry_grants("_schemas")} == {"_schemas"}
     everyone = router + deadlines + registry_grants() + agency_grants(TOPICS, "FR-PN")
     assert [g for g in everyone if g.resource == "CLUSTER"] == []
+
+
+def test_two_buses_on_one_cluster_share_no_user_group_id_or_topic() -> None:
+    """Every name an ACL of bus `a.` holds carries `a.`: users, groups, transactional ids, topics."""
+    a, b = Topics("a."), Topics("b.")
+    assert [username(a, "FR-PN"), username(b, "FR-PN"), username(a, ROUTER)] == [
+        "a.FR-PN", "b.FR-PN", "a.liaison-router"]
+    for topics in (a, b):
+        tables = [*agency_grants(topics, "FR-PN"), *(g for s in (ROUTER, DEADLINES, REGISTRY)
+                                                     for g in service_grants(topics, s))]
+        assert all(g.name.startswith(topics.prefix) for g in tables), topics
+    assert not {g.name for g in agency_grants(a, "FR-PN")} & {g.name for g in agency_grants(b, "FR-PN")}
+    assert Grant("GROUP", "a.liaison-router", "LITERAL", "READ") in service_grants(a, ROUTER)
+    assert {g.name for g in service_grants(a, REGISTRY)} == {"a._schemas"}
+
+
+def test_without_a_prefix_the_names_are_unchanged() -> None:
+    """The README's table (no prefix) is what a single bus gets: FR-PN, liaison-router."""
+    topics = Topics()
+    assert username(topics, "FR-PN") == "FR-PN"
+    assert Grant("GROUP", "FR-PN.", "PREFIXED", "READ") in agency_grants(topics, "FR-PN")
+    assert Grant("TRANSACTIONAL_ID", "liaison-deadlines", "LITERAL", "WRITE") in deadlines_grants(topics)
+    assert "| `<AGENCY>` | group | `<AGENCY>.*` | READ |" in readme_table()
+
+
+@pytest.mark.parametrize("prefix", ["X", "staging-", "a.b"])
+def test_a_secured_bus_prefix_must_end_with_a_dot(prefix: str) -> None:
+    """Bus `X` would name FR-PN `XFR-PN`, the user of agency XFR-PN on an unprefixed bus."""
+    with pytest.raises(ConfigError, match="must end with a dot"):
+        check_bus_prefix(Topics(prefix))
+    check_bus_prefix(Topics(prefix + "."))
+    check_bus_prefix(Topics())
 
 
 def test_a_credential_file_is_private_and_loads_as_settings(tmp_path: Path,
