@@ -38,6 +38,7 @@ from liaison.schemas import MESSAGE_TYPES
 from liaison.sdk import builders
 from liaison.sdk.builders import MessageError
 from liaison.sdk.client import AgencyClient, message_types
+from liaison.security.acls import agency_group_prefix
 
 try:
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -701,14 +702,14 @@ def inbox(agency: AgencyArg, *, types: InboxTypeOpt = None, follow: FollowOpt = 
                 _started_following(json)
             async for message_type, record in messages:
                 show(_message_row(message_type, record),
-                     {"type": message_type, "record": record, "group": f"{agency}.{group}"})
+                     {"type": message_type, "record": record, "group": messages.group_id})
 
     _read(by_group if group else by_scan, follow=follow, doing=f"reading the inbox of {agency}",
           timeout=timeout, settings=settings, json=json)
     if not follow:
         if not collected and not json:
-            typer.echo(f"nothing in the inbox of {agency}"
-                       + (f" for group {agency}.{group}" if group else ""))
+            named = f" for group {agency_group_prefix(settings.topics, agency)}{group}" if group else ""
+            typer.echo(f"nothing in the inbox of {agency}{named}")
             return
         table(Out(json=json), f"inbox of {agency}", _MESSAGE_COLUMNS, [c for c, _ in collected],
               records=[r for _, r in collected])

@@ -33,6 +33,7 @@ from liaison.errors import BrokerUnavailable, DecodeError, LiaisonError
 from liaison.registry_client import RegistryClient
 from liaison.schemas import MESSAGE_TYPES
 from liaison.sdk.builders import MessageError
+from liaison.security.acls import agency_group_prefix
 from liaison.topics import FAMILIES
 
 Record = dict[str, Any]
@@ -375,8 +376,9 @@ class AgencyClient(AsyncResource):
               ) -> Subscription[tuple[str, Record]]:
         """`(message_type, record)` for each message delivered to this agency, at least once.
 
-        Reads `<type>s.in.<AGENCY>` for each of `types` in consumer group `<AGENCY>.<group>` (default
-        `<AGENCY>.inbox`), read_committed. The offset of a message is committed once the body of the
+        Reads `<type>s.in.<AGENCY>` for each of `types` in consumer group `<prefix><AGENCY>.<group>`
+        (default `<prefix><AGENCY>.inbox`, the prefix being LIAISON_TOPIC_PREFIX), read_committed. The
+        offset of a message is committed once the body of the
         `async for` that got it has finished, so a crash or an exception while handling it means the
         group reads it again: make handlers idempotent (key on `envelope.message_id`). Where a group
         has no committed offset yet, reading starts at the oldest message (`from_beginning`) or at
@@ -391,7 +393,8 @@ class AgencyClient(AsyncResource):
                  from_beginning: bool = True) -> Subscription[Record]:
         """Each Receipt the bus sends this agency (delivered, denied and why, overdue, ...), at least once.
 
-        Reads `receipts.in.<AGENCY>` in consumer group `<AGENCY>.<group>` (default `<AGENCY>.receipts`),
+        Reads `receipts.in.<AGENCY>` in consumer group `<prefix><AGENCY>.<group>` (default
+        `<prefix><AGENCY>.receipts`),
         committing as `inbox` does.
         """
         return self._subscribe([self.settings.topics.receipts(self.agency)], group or "receipts",
@@ -402,7 +405,8 @@ class AgencyClient(AsyncResource):
                    until_end: bool, from_beginning: bool) -> Subscription[T]:
         if not self._started:
             raise NotStarted
-        sub = Subscription(self, topics, f"{self.agency}.{name}", convert, until_end=until_end,
+        group = f"{agency_group_prefix(self.settings.topics, self.agency)}{name}"  # what its ACL allows
+        sub = Subscription(self, topics, group, convert, until_end=until_end,
                            from_beginning=from_beginning)
         self._subscriptions.append(sub)
         return sub

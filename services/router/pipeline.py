@@ -105,15 +105,37 @@ class Source:
 
     @classmethod
     def of(cls, message: Any) -> Source:
-        """From a confluent-kafka Message; whatever its headers hold, this does not raise."""
+        """From a confluent-kafka Message; whatever its headers hold, this does not raise.
+
+        The client raises SystemError (UnicodeDecodeError as its cause) for a header key that is
+        not UTF-8, and may leave that error pending until a later call: reads are tried twice.
+        """
         try:
-            headers = tuple(message.headers() or ())
-            header_error = None
-        except (UnicodeError, ValueError, TypeError, SystemError) as exc:  # SystemError wraps the first
+            return cls._read(message)
+        except SystemError:  # a pending error surfaced after the reads: it is cleared now
+            return cls._read(message)
+
+    @classmethod
+    def _read(cls, message: Any) -> Source:
+        header_error = None
+        try:
+            headers = tuple(_twice(message.headers) or ())
+        except (UnicodeError, ValueError, TypeError, SystemError) as exc:
             headers, header_error = (), f"headers unreadable: {exc.__cause__ or exc}"
-        kind, timestamp = message.timestamp()
-        return cls(message.topic(), message.partition(), message.offset(),
-                   timestamp if kind else None, message.key(), message.value(), headers, header_error)
+        kind, timestamp = _twice(message.timestamp)
+        return cls(_twice(message.topic), _twice(message.partition), _twice(message.offset),
+                   timestamp if kind else None, _twice(message.key), _twice(message.value), headers,
+                   header_error)
+
+
+def _twice(read: Callable[[], Any]) -> Any:
+    """`read()`, once more if the first call met an error the client library left pending."""
+    try:
+        return read()
+    except SystemError as exc:
+        if exc.__cause__ is not None and read.__name__ == "headers":
+            raise  # the headers themselves are unreadable
+        return read()
 
 
 Decoded = tuple[str, dict[str, Any]] | DecodeError

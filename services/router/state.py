@@ -92,9 +92,9 @@ class RouterState(RoutedView):
 
     def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str,
                  queries_topic: str) -> None:
-        # Routed messages are written once each; this instance's own arrive through put_local,
-        # the others' are read when a reply or onward copy cites one not seen yet.
-        self.routed = CompactedTable(settings, routed_topic, lazy=True)
+        # Followed continuously (others' writes too), so that the per-batch check that a new message
+        # id is not someone else's costs one ListOffsets round trip, not a read of the backlog.
+        self.routed = CompactedTable(settings, routed_topic)
         self.consents = CompactedTable(settings, consents_topic)
         self.queries = CompactedTable(settings, queries_topic)
         self._tables = (self.routed, self.consents, self.queries)

@@ -78,10 +78,11 @@ async def test_inbox_with_a_group_commits_what_it_printed(bus: Bus) -> None:
     first = await cli("inbox", "ES-CNP", "--group", "desk", "--json", settings=bus.settings)
     assert first.code == 0, first.err
     assert [m["record"]["envelope"]["case_id"] for m in first.json()] == ["CASE-GRP-0", "CASE-GRP-1"]
-    assert first.json()[0]["group"] == "ES-CNP.desk"
+    assert first.json()[0]["group"] == f"{bus.settings.topic_prefix}ES-CNP.desk"
     again = await cli("inbox", "ES-CNP", "--group", "desk", settings=bus.settings)
     assert again.code == 0, again.err
-    assert again.out.strip() == "nothing in the inbox of ES-CNP for group ES-CNP.desk"
+    group = f"{bus.settings.topic_prefix}ES-CNP.desk"
+    assert again.out.strip() == f"nothing in the inbox of ES-CNP for group {group}"
     everything = await cli("inbox", "ES-CNP", "--json", settings=bus.settings)
     assert len(everything.json()) == 2  # no group: read from the beginning, nothing committed
 

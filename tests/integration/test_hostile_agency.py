@@ -222,7 +222,8 @@ async def test_on_the_secured_bus_an_agency_credential_cannot_stop_the_router(cl
             codec = await ready_codec(client)
         common = {"registry_url": server.url, "metrics_port": 0}
         router = Router(RouterSettings(**cluster.as_user(ROUTER, **common).model_dump(),
-                                       session_timeout_ms=6000))
+                                       group_id=cluster.user(ROUTER),
+                                       transactional_prefix=cluster.user(ROUTER), session_timeout_ms=6000))
         shutdown = ShutdownSignal()
         await router.start()
         task = asyncio.create_task(router.run(shutdown))

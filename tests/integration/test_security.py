@@ -43,11 +43,12 @@ from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, free
 from liaison.provision import provision
 from liaison.registry_client import RegistryClient, basic_auth_header
 from liaison.sdk import AgencyClient, envelope, query, reply
-from liaison.security.acls import DEADLINES, REGISTRY, ROUTER, agency_grants
+from liaison.security.acls import DEADLINES, REGISTRY, ROUTER, agency_grants, schemas_topic, username
 from liaison.security.admin import SecurityAdmin, SecurityAdminError
 from liaison.security.bus import secure_principals
 from liaison.security.credentials import ADMIN, Credential, CredentialFiles, Endpoints, new_password
 from liaison.security.tls import DevTls
+from liaison.topics import Topics
 from services.deadlines.app import DeadlineService
 from services.deadlines.settings import DeadlinesSettings
 from services.registry.app import RegistryServer
@@ -73,11 +74,16 @@ class Cluster:
     def admin(self, **changes: Any) -> KafkaSettings:
         return self.broker.config.admin_settings().model_copy(update={"topic_prefix": PREFIX, **changes})
 
-    def as_user(self, user: str, password: SecretStr | None = None, **changes: Any) -> KafkaSettings:
-        """How `user` connects: its credential file, or the password given."""
-        cred = self.files.read(user)
+    @staticmethod
+    def user(name: str) -> str:
+        """The Kafka user of agency or service `name` on this module's bus: `sec.FR-PN`."""
+        return username(Topics(PREFIX), name)
+
+    def as_user(self, name: str, password: SecretStr | None = None, **changes: Any) -> KafkaSettings:
+        """How agency or service `name` connects: its credential file, or the password given."""
+        cred = self.files.read(self.user(name))
         secret = password or (cred.password if cred else SecretStr("none"))
-        return self.admin(sasl_username=user, sasl_password=secret, **changes)
+        return self.admin(sasl_username=self.user(name), sasl_password=secret, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +113,7 @@ def cluster() -> Iterator[Cluster]:
 async def registry_server(cluster: Cluster) -> AsyncIterator[RegistryServer]:
     """The registry as its own principal, HTTPS, writes for the admin only."""
     settings = RegistrySettings(**cluster.as_user(REGISTRY).model_dump(), registry_port=0, registry_auth=True,
+                                registry_topic=schemas_topic(Topics(PREFIX)),
                                 registry_writers=ADMIN, registry_auth_cache_s=0,
                                 registry_tls_certfile=cluster.tls.server_cert,
                                 registry_tls_keyfile=cluster.tls.server_key)
@@ -133,7 +140,7 @@ async def _send(settings: KafkaSettings, topic: str) -> None:
 
 
 async def _login(cluster: Cluster, user: str, password: SecretStr) -> None:
-    """One SCRAM handshake with the broker; raises the broker's SaslAuthenticationFailed if refused."""
+    """One SCRAM handshake as `user` (a Kafka user name); raises SaslAuthenticationFailed if refused."""
     host, port = cluster.bootstrap.split(":")
     kwargs = cluster.admin().kafka_kwargs()
     conn = await create_conn(host, int(port), ssl_context=kwargs["ssl_context"], security_protocol="SASL_SSL",
@@ -146,12 +153,13 @@ async def test_an_agency_reads_and_writes_its_own_topics_only(cluster: Cluster) 
     fr = cluster.as_user("FR-PN")
     names = fr.topics
     await _send(fr, names.outbox("Alert", "FR-PN"))  # allowed: the control case
-    mine = AIOKafkaConsumer(names.inbox("Alert", "FR-PN"), **fr.kafka_kwargs(), group_id="FR-PN.check")
+    mine = AIOKafkaConsumer(names.inbox("Alert", "FR-PN"), **fr.kafka_kwargs(),
+                            group_id=f"{PREFIX}FR-PN.check")
     await mine.start()
     await mine.getmany(timeout_ms=100)
     await mine.stop()
 
-    await _denied_read(fr, names.inbox("Alert", "DE-BKA"), group="FR-PN.peek")
+    await _denied_read(fr, names.inbox("Alert", "DE-BKA"), group=f"{PREFIX}FR-PN.peek")
     await _denied_read(fr, names.receipts("DE-BKA"))
     await _denied_read(fr, names.outbox("Query", "DE-BKA"))
     await _denied_read(fr, names.audit)
@@ -167,7 +175,7 @@ async def test_an_agency_reads_and_writes_its_own_topics_only(cluster: Cluster) 
 async def test_an_agency_cannot_join_another_agencys_consumer_group(cluster: Cluster) -> None:
     fr = cluster.as_user("FR-PN")
     consumer = AIOKafkaConsumer(fr.topics.inbox("Query", "FR-PN"), **fr.kafka_kwargs(),
-                                group_id="DE-BKA.inbox", request_timeout_ms=10_000)
+                                group_id=f"{PREFIX}DE-BKA.inbox", request_timeout_ms=10_000)
     try:
         with pytest.raises(GroupAuthorizationFailedError):  # joining the group is part of start()
             await consumer.start()
@@ -188,17 +196,18 @@ async def test_an_agency_cannot_create_or_delete_topics_or_change_acls(cluster: 
         await admin.close()
     as_agency = SecurityAdmin(fr)
     with pytest.raises(SecurityAdminError, match="AUTHORIZATION_FAILED"):
-        await as_agency.set_grants("FR-PN", [*agency_grants(fr.topics, "FR-PN"),
+        await as_agency.set_grants(cluster.user("FR-PN"), [*agency_grants(fr.topics, "FR-PN"),
                                              *agency_grants(fr.topics, "DE-BKA")])
     with pytest.raises(SecurityAdminError, match="AUTHORIZATION_FAILED"):
-        await as_agency.set_credentials([Credential("DE-BKA", new_password())])
-    assert await SecurityAdmin(cluster.admin()).grants_of("FR-PN") == set(agency_grants(fr.topics, "FR-PN"))
+        await as_agency.set_credentials([Credential(cluster.user("DE-BKA"), new_password())])
+    assert await SecurityAdmin(cluster.admin()).grants_of(cluster.user("FR-PN")) == set(
+        agency_grants(fr.topics, "FR-PN"))
 
 
 async def test_wrong_password_and_plain_text_are_refused(cluster: Cluster) -> None:
-    await _login(cluster, "FR-PN", cluster.as_user("FR-PN").sasl_password or SecretStr(""))
+    await _login(cluster, cluster.user("FR-PN"), cluster.as_user("FR-PN").sasl_password or SecretStr(""))
     with pytest.raises(SaslAuthenticationFailed):
-        await _login(cluster, "FR-PN", SecretStr("not-the-password"))
+        await _login(cluster, cluster.user("FR-PN"), SecretStr("not-the-password"))
     with pytest.raises(SaslAuthenticationFailed):
         await _login(cluster, "XX-NOBODY", SecretStr("whatever"))
     # A plain-text ApiVersions request to the TLS listener gets no Kafka answer, only a TLS alert
@@ -219,21 +228,22 @@ async def test_a_suspended_agency_cannot_log_in_and_resuming_issues_a_new_one(cl
     settings, control = cluster.admin(), onboarding.KafkaAccessControl(cluster.files)
     old = cluster.as_user("PL-KGP").sasl_password
     assert old is not None
-    await _login(cluster, "PL-KGP", old)
+    user = cluster.user("PL-KGP")
+    await _login(cluster, user, old)
     outcome = await onboarding.set_status(settings, "PL-KGP", "SUSPENDED", access=control)
     assert outcome.directory == "suspended"
     with pytest.raises(SaslAuthenticationFailed):
-        await _login(cluster, "PL-KGP", old)
-    assert await SecurityAdmin(settings).grants_of("PL-KGP") == set()
-    assert not cluster.files.path("PL-KGP").exists()
+        await _login(cluster, user, old)
+    assert await SecurityAdmin(settings).grants_of(user) == set()
+    assert not cluster.files.path(user).exists()
 
     await onboarding.set_status(settings, "PL-KGP", "ACTIVE", access=control)
     new = cluster.as_user("PL-KGP").sasl_password
     assert new is not None
     assert new.get_secret_value() != old.get_secret_value()
-    await _login(cluster, "PL-KGP", new)
+    await _login(cluster, user, new)
     with pytest.raises(SaslAuthenticationFailed):
-        await _login(cluster, "PL-KGP", old)
+        await _login(cluster, user, old)
     await _send(cluster.as_user("PL-KGP"), settings.topics.outbox("Alert", "PL-KGP"))
 
 
@@ -248,7 +258,7 @@ async def test_a_rotated_credential_works_and_the_old_one_does_not(cluster: Clus
     assert new is not None
     assert new != old
     with pytest.raises(SaslAuthenticationFailed):
-        await _login(cluster, "SG-SPF", old)
+        await _login(cluster, cluster.user("SG-SPF"), old)
     await _send(cluster.as_user("SG-SPF"), cluster.admin().topics.outbox("Query", "SG-SPF"))
 
 
@@ -256,17 +266,17 @@ async def test_onboarding_creates_the_credential_file_and_exactly_the_acls(clust
     settings = cluster.admin()
     outcome = await onboarding.add_agency(settings, "SE-NOA", name="Polisen NOA", country="SE",
                                           access=onboarding.KafkaAccessControl(cluster.files))
-    path = cluster.files.path("SE-NOA")
+    path = cluster.files.path(cluster.user("SE-NOA"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert any(str(path) in line for line in outcome.access)
-    grants = await SecurityAdmin(settings).grants_of("SE-NOA")
+    grants = await SecurityAdmin(settings).grants_of(cluster.user("SE-NOA"))
     assert grants == set(agency_grants(settings.topics, "SE-NOA"))
     assert len(grants) == 15  # 3 outboxes x 2, 3 inboxes + receipts x 2, one group prefix
     await _send(cluster.as_user("SE-NOA"), settings.topics.outbox("Alert", "SE-NOA"))
     again = await onboarding.add_agency(settings, "SE-NOA", name="Polisen NOA", country="SE",
                                         access=onboarding.KafkaAccessControl(cluster.files))
-    assert "ACLs of User:SE-NOA: 0 added, 0 removed" in again.access
+    assert f"ACLs of User:{PREFIX}SE-NOA: 0 added, 0 removed" in again.access
 
 
 def test_cli_onboarding_shows_a_new_password_once(cluster: Cluster, tmp_path: Path) -> None:
@@ -281,11 +291,12 @@ def test_cli_onboarding_shows_a_new_password_once(cluster: Cluster, tmp_path: Pa
                              "--country", "DK", "--name", "Rigspolitiet NSK", "--print-credential"],
                             capture_output=True, text=True, env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    line = next(x for x in result.stdout.splitlines() if "password of DK-NSK:" in x)
-    password = line.split("password of DK-NSK:")[1].split()[0]
+    user = cluster.user("DK-NSK")
+    line = next(x for x in result.stdout.splitlines() if f"password of {user}:" in x)
+    password = line.split(f"password of {user}:")[1].split()[0]
     assert password not in result.stderr
-    assert not (tmp_path / "secrets" / "DK-NSK.env").exists()
-    asyncio.run(_login(cluster, "DK-NSK", SecretStr(password)))
+    assert not (tmp_path / "secrets" / f"{user}.env").exists()
+    asyncio.run(_login(cluster, user, SecretStr(password)))
 
     wrong = subprocess.run([sys.executable, "-m", "liaison.cli.main", "agency", "rotate", "XX"],
                            capture_output=True, text=True, env=env, timeout=60, check=False)
@@ -305,7 +316,7 @@ async def test_the_registry_wants_a_bus_user_and_lets_only_the_admin_write(clust
             async with http.get(f"{server.url}/subjects", ssl=context) as resp:
                 assert resp.status == 401
                 assert (await resp.json())["error_code"] == 40101
-            wrong = {"Authorization": basic_auth_header("NL-KLPD", "wrong")}
+            wrong = {"Authorization": basic_auth_header(cluster.user("NL-KLPD"), "wrong")}
             async with http.get(f"{server.url}/subjects", ssl=context, headers=wrong) as resp:
                 assert resp.status == 401
             auth = {"Authorization": basic_auth_header(*(agency.basic_auth() or ("", "")))}
@@ -381,8 +392,10 @@ async def test_services_work_with_only_their_own_acls(cluster: Cluster,
             await register_all(client)
         common = {"registry_url": server.url, "metrics_port": 0}
         router = Router(RouterSettings(**cluster.as_user(ROUTER, **common).model_dump(),
-                                       session_timeout_ms=6000))
-        deadlines = DeadlineService(DeadlinesSettings(**cluster.as_user(DEADLINES, **common).model_dump()),
+                                       group_id=cluster.user(ROUTER),
+                                       transactional_prefix=cluster.user(ROUTER), session_timeout_ms=6000))
+        deadlines = DeadlineService(DeadlinesSettings(**cluster.as_user(DEADLINES, **common).model_dump(),
+                                                      transactional_id=cluster.user(DEADLINES)),
                                     clock=_LateClock(), registry=CollectorRegistry())
         shutdown = ShutdownSignal()
         await router.start()
@@ -418,6 +431,6 @@ async def test_services_work_with_only_their_own_acls(cluster: Cluster,
         logged = capsys.readouterr()
         assert "routed" in logged.out  # the services did log
         for user in (ROUTER, DEADLINES, REGISTRY, ADMIN, "FR-PN", "DE-BKA"):
-            secret = cluster.files.read(user)
+            secret = cluster.files.read(user if user == ADMIN else cluster.user(user))
             password = secret.password if secret else cluster.admin_password
             assert password.get_secret_value() not in logged.out + logged.err, user
