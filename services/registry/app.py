@@ -77,7 +77,8 @@ class RegistryServer(AsyncResource):
         failures = RateLimiter(settings.registry_failed_logins_per_s, settings.registry_failed_logins_burst)
         return Authenticator(BrokerLogin(settings), writers=settings.writers,
                              cache_s=settings.registry_auth_cache_s,
-                             failed_cache_s=settings.registry_failed_login_cache_s, failures=failures)
+                             failed_cache_s=settings.registry_failed_login_cache_s, failures=failures,
+                             bus_prefix=settings.topic_prefix)
 
     def _app(self, auth: Authenticator | None) -> web.Application:
         settings = self.settings

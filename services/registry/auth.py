@@ -93,9 +93,12 @@ class Authenticator:
 
     def __init__(self, login: Callable[[str, str], Awaitable[bool]], *, writers: frozenset[str],
                  cache_s: float, failed_cache_s: float = 0.0, failures: RateLimiter | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, bus_prefix: str = "") -> None:
+        """`bus_prefix`: on a cluster shared by several buses, only this bus's users (whose names
+        start with its prefix) and the writers may use this registry."""
         self._login = login
         self.writers = writers
+        self.bus_prefix = bus_prefix
         self.cache_s = cache_s
         self.failed_cache_s = failed_cache_s
         self.failures = failures
@@ -114,6 +117,8 @@ class Authenticator:
             LoginThrottled: `peer` caused too many failed broker logins; the broker was not asked.
             BrokerUnavailable: no broker answered.
         """
+        if not username.startswith(self.bus_prefix) and username not in self.writers:
+            return False  # another bus's user: its password is none of this registry's business
         key = (username, self._digest(password))
         now = self._clock()
         if self._valid_until.get(key, 0.0) > now:

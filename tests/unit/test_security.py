@@ -172,6 +172,24 @@ def test_the_registry_remembers_only_successful_logins() -> None:
     assert calls == [("FR-PN", "right"), ("FR-PN", "wrong"), ("FR-PN", "wrong")]
 
 
+def test_the_registry_of_one_bus_refuses_another_buses_users() -> None:
+    """On a shared cluster, b.FR-PN's valid password does not open bus a's registry; the admin's does."""
+    calls: list[str] = []
+
+    async def login(user: str, password: str) -> bool:
+        calls.append(user)
+        return True
+
+    async def scenario() -> None:
+        auth = Authenticator(login, writers=frozenset({"liaison-admin"}), cache_s=60, bus_prefix="a.")
+        assert not await auth.valid("b.FR-PN", "right")
+        assert await auth.valid("a.FR-PN", "right")
+        assert await auth.valid("liaison-admin", "right")
+
+    asyncio.run(scenario())
+    assert calls == ["a.FR-PN", "liaison-admin"]
+
+
 def test_settings_give_the_registry_the_same_user(tmp_path: Path) -> None:
     settings = KafkaSettings(registry_url="https://127.0.0.1:8081", security_protocol="SASL_SSL",
                              sasl_username="FR-PN", sasl_password=SecretStr("pw"))
