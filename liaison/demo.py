@@ -216,7 +216,8 @@ async def _trespass(settings: KafkaSettings, out: Out) -> None:
                       "over TLS)[/bold]")
     names = settings.topics
     consumer = AIOKafkaConsumer(names.inbox("Alert", "FR-PN"), **settings.kafka_kwargs(),
-                                group_id=f"{agency_group_prefix(names, 'US-FBI')}peek", request_timeout_ms=10_000)
+                                group_id=f"{agency_group_prefix(names, 'US-FBI')}peek",
+                                request_timeout_ms=10_000)
     producer = AIOKafkaProducer(**settings.kafka_kwargs(), request_timeout_ms=10_000)
     await producer.start()
     attempts: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
