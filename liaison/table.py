@@ -38,12 +38,15 @@ class CompactedTable(AsyncResource):
     """Latest value per key of one compacted topic; tombstones delete the key."""
 
     def __init__(self, settings: KafkaSettings, topic: str, *, decode: Decoder = json_value,
-                 on_change: Callable[[dict[str, Any]], None] | None = None, lazy: bool = False) -> None:
+                 on_change: Callable[[dict[str, Any]], None] | None = None, lazy: bool = False,
+                 fetch_max_wait_ms: int | None = None) -> None:
         """With `lazy`, the table reads the topic at start and then only in `wait_caught_up()`:
         for a writer whose own writes reach it through `put_local`, so that it does not read
-        them all back, and which asks for the others' writes when it misses a key."""
+        them all back, and which asks for the others' writes when it misses a key.
+        `fetch_max_wait_ms`: the long poll; short for a table someone waits on in its hot path."""
         self.topic = topic
         self._lazy = lazy
+        self._fetch_max_wait_ms = fetch_max_wait_ms or (10 if lazy else 500)
         self._catching_up = 0
         self.items: dict[str, Any] = {}
         self._settings = settings
@@ -61,8 +64,7 @@ class CompactedTable(AsyncResource):
         self._consumer = AIOKafkaConsumer(
             **self._settings.kafka_kwargs(), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
-            # a lazy table is read on demand, on someone's critical path: no long poll
-            fetch_max_wait_ms=10 if self._lazy else 500,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         await self._consumer.start()
         partitions = await self._partitions(timeout_s)

@@ -10,8 +10,9 @@ agency-facing service cannot do without:
   agency (a new outbox topic) does not revoke everyone else's.
 
 One loop: consume a batch, route it record by record (a record's fault is its own dead letter),
-then produce everything and commit the offsets in one transaction. Rebalance callbacks run inside
-`consume()`, so they never meet an open transaction.
+then produce everything and commit the offsets in one transaction, which commits while the next
+batch is routed. Rebalance callbacks run inside `consume()`; a revocation waits for the
+transaction in flight to end before the partitions go.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -57,6 +59,20 @@ class PipelineRestart(Exception):  # a control-flow signal, not an error to repo
     """A Kafka-level fault (fenced, fatal producer error): the clients start over, nothing is lost."""
 
 
+@dataclass
+class _Pending:
+    """A batch whose transaction is committing."""
+
+    sources: list[Source]
+    out: BatchOutcome
+    started: float
+    task: asyncio.Task[bool] | None = None
+
+    @property
+    def partitions(self) -> frozenset[tuple[str, int]]:
+        return frozenset((src.topic, src.partition) for src in self.sources)
+
+
 class Router:
     """Consume outboxes, route in batches, commit each batch in one transaction."""
 
@@ -72,6 +88,7 @@ class Router:
         self._consumer: AIOConsumer | None = None
         self._producer: Producer | None = None
         self._owned: set[tuple[str, int]] = set()
+        self._pending: _Pending | None = None  # the previous batch, committing while this one routes
         self._pipeline: Pipeline | None = None
         self._started = False
         self.lag_interval_s = LAG_INTERVAL_S
@@ -166,6 +183,8 @@ class Router:
         log.info("partitions assigned", count=len(partitions), owned=len(self._owned))
 
     async def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        with contextlib.suppress(PipelineRestart):  # its transaction either commits or dies
+            await self._settle()  # the transaction in flight commits before its partitions go
         self._owned.difference_update((tp.topic, tp.partition) for tp in partitions)
         self.metrics.partitions.set(len(self._owned))
         log.info("partitions revoked", count=len(partitions), owned=len(self._owned))
@@ -210,30 +229,53 @@ class Router:
                     records.append(message)
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=str(error))
-            if not records:
-                continue
             try:
-                await self._process(records)
+                if records:
+                    await self._process(records)
+                else:
+                    await self._settle()
             except PipelineRestart as exc:
                 log.warning("restarting the Kafka clients", reason=str(exc))
+                self._pending = None  # its transaction dies with the producer
                 await self._stop_clients()
                 await asyncio.sleep(ABORT_BACKOFF_S)
                 await self._start_clients()
+        await self._settle()
 
     async def _process(self, messages: list[Any]) -> None:
+        """Route a batch while the previous one commits, then commit it in its own transaction.
+
+        The batch sees the previous batch's state updates before they commit (its outcome is the
+        parent of this one). If the previous transaction aborts, this batch is dropped unsent and
+        both are read again from their first offsets.
+        """
         pipeline = self._pipeline
         assert pipeline is not None
         sources = [Source.of(m) for m in messages]
         decoded = [await self._decode(src) for src in sources]
-        out = BatchOutcome()
+        previous = self._pending
+        out = BatchOutcome(parent=previous.out if previous is not None else None)
         await self._refresh_state(decoded, out)
         for src, item in zip(sources, decoded, strict=True):
             if pipeline.unknown_references(item, out):
                 await self._catch_up_on(item, out)
             pipeline.handle(src, item, out)
-        started = time.monotonic()
-        if await self._commit(sources, out):
-            self._committed(out, len(sources), time.monotonic() - started)
+        if not await self._settle():
+            await self._seek_firsts(sources, skip=previous.partitions if previous else frozenset())
+            return
+        out.parent = None  # the previous batch's updates are in the state view now
+        self._pending = _Pending(sources, out, time.monotonic())
+        self._pending.task = asyncio.create_task(self._commit(sources, out))
+
+    async def _settle(self) -> bool:
+        """Wait for the batch being committed, if any: False if it was aborted (read again)."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending.task is None:
+            return True
+        if not await pending.task:
+            return False
+        self._committed(pending.out, len(pending.sources), time.monotonic() - pending.started)
+        return True
 
     async def _decode(self, src: Source) -> Decoded:
         """Decoded record, or the DecodeError that sends it to the dead-letter topic."""
@@ -272,16 +314,15 @@ class Router:
             await asyncio.sleep(0.05)
 
     async def _commit(self, sources: list[Source], out: BatchOutcome) -> bool:
-        """Everything the batch causes, and its offsets, in one transaction. False: read it again."""
+        """Everything the batch causes, and its offsets, in one transaction. False: aborted, and its
+        partitions are positioned to be read again."""
         producer, consumer = self._producer, self._consumer
         assert producer is not None
         assert consumer is not None
         names = self.settings.topics
         offsets: dict[tuple[str, int], int] = {}
-        firsts: dict[tuple[str, int], int] = {}
         for src in sources:
             offsets[(src.topic, src.partition)] = src.offset + 1
-            firsts.setdefault((src.topic, src.partition), src.offset)
         try:
             producer.begin_transaction()
             for o in out.outputs:
@@ -295,21 +336,39 @@ class Router:
                                     [TopicPartition(t, p, o) for (t, p), o in offsets.items()], metadata)
             await asyncio.to_thread(producer.commit_transaction)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            fatal = not isinstance(error, KafkaError) or error.fatal() or not error.txn_requires_abort()
-            self.metrics.commits.labels("fenced" if fatal else "aborted").inc()
-            log.warning("transaction aborted; the batch will be read again", error=str(exc))
-            if not fatal:
-                with contextlib.suppress(KafkaException):
-                    await asyncio.to_thread(producer.abort_transaction)
-                for (topic, partition), first in firsts.items():
-                    with contextlib.suppress(KafkaException):
-                        await consumer.seek(TopicPartition(topic, partition, first))
-                await asyncio.sleep(ABORT_BACKOFF_S)
-                return False
-            raise PipelineRestart(str(exc)) from None
+            return await self._abort(sources, exc)
         producer.poll(0)  # serve delivery reports, which would otherwise pile up
         return True
+
+    async def _abort(self, sources: list[Source], exc: KafkaException) -> bool:
+        """An abortable error: abort and read the batch again (False). A fatal one (fenced, lost
+        producer): restart the Kafka clients; the open transaction dies with the producer."""
+        producer = self._producer
+        assert producer is not None
+        error = exc.args[0] if exc.args else None
+        fatal = not isinstance(error, KafkaError) or error.fatal() or not error.txn_requires_abort()
+        self.metrics.commits.labels("fenced" if fatal else "aborted").inc()
+        log.warning("transaction aborted; the batch will be read again", error=str(exc))
+        if fatal:
+            raise PipelineRestart(str(exc)) from None
+        with contextlib.suppress(KafkaException):
+            await asyncio.to_thread(producer.abort_transaction)
+        await self._seek_firsts(sources)
+        await asyncio.sleep(ABORT_BACKOFF_S)
+        return False
+
+    async def _seek_firsts(self, sources: list[Source], *,
+                           skip: frozenset[tuple[str, int]] = frozenset()) -> None:
+        """Position each partition of a batch at its first record, to read it again."""
+        consumer = self._consumer
+        assert consumer is not None
+        firsts: dict[tuple[str, int], int] = {}
+        for src in sources:
+            firsts.setdefault((src.topic, src.partition), src.offset)
+        for (topic, partition), first in firsts.items():
+            if (topic, partition) not in skip:
+                with contextlib.suppress(KafkaException):
+                    await consumer.seek(TopicPartition(topic, partition, first))
 
     @staticmethod
     def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:

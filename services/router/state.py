@@ -94,7 +94,7 @@ class RouterState(RoutedView):
                  queries_topic: str) -> None:
         # Followed continuously (others' writes too), so that the per-batch check that a new message
         # id is not someone else's costs one ListOffsets round trip, not a read of the backlog.
-        self.routed = CompactedTable(settings, routed_topic)
+        self.routed = CompactedTable(settings, routed_topic, fetch_max_wait_ms=10)
         self.consents = CompactedTable(settings, consents_topic)
         self.queries = CompactedTable(settings, queries_topic)
         self._tables = (self.routed, self.consents, self.queries)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from liaison.codec import Codec
 from liaison.contract import ready_codec
 from liaison.core.runner import ShutdownSignal
 from liaison.core.settings import KafkaSettings
@@ -55,15 +58,17 @@ async def _raw_send(bus: Bus, topic: str, value: bytes | None, *, key: bytes | N
         await producer.stop()
 
 
-async def _read_as(settings: KafkaSettings, topic: str, count: int) -> list[bytes]:
-    """Values of `topic`, read committed from the start as `settings`' principal, until `count`."""
+async def _read_as(settings: KafkaSettings, topic: str, count: int,
+                   until: Callable[[list[bytes]], bool] | None = None) -> list[bytes]:
+    """Values of `topic`, read committed from the start as `settings`' principal, until `count`
+    (and `until`, if given) are reached."""
     consumer = AIOKafkaConsumer(topic, **settings.kafka_kwargs(), group_id=None, auto_offset_reset="earliest",
                                 isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:
         values: list[bytes] = []
         async with asyncio.timeout(60):
-            while len(values) < count:
+            while len(values) < count or (until is not None and not until(values)):
                 batches = await consumer.getmany(timeout_ms=500)
                 values += [r.value for records in batches.values() for r in records]
         return values
@@ -214,9 +219,9 @@ def cluster() -> Iterator[Cluster]:
     yield from secured_cluster.__wrapped__()
 
 
-async def test_on_the_secured_bus_an_agency_credential_cannot_stop_the_router(cluster: Cluster) -> None:
-    """With only its own credential and aiokafka, FR-PN writes a null header value, a header key that
-    is not UTF-8 and garbage into its outbox: all dead-lettered, and DE-BKA's next alert is routed."""
+@contextlib.asynccontextmanager
+async def _secured_router(cluster: Cluster) -> AsyncIterator[tuple[str, Codec, asyncio.Task[None]]]:
+    """Registry and router on the secured broker, each as its own principal with its own ACLs."""
     async with registry_server(cluster) as server:
         async with RegistryClient.from_settings(cluster.admin(registry_url=server.url)) as client:
             codec = await ready_codec(client)
@@ -228,32 +233,98 @@ async def test_on_the_secured_bus_an_agency_credential_cannot_stop_the_router(cl
         await router.start()
         task = asyncio.create_task(router.run(shutdown))
         try:
-            topics = cluster.admin().topics
-            producer = AIOKafkaProducer(**cluster.as_user("FR-PN").kafka_kwargs())
-            await producer.start()
-            try:
-                outbox = topics.outbox("Alert", "FR-PN")
-                await producer.send_and_wait(outbox, b"\x00\x00\x00\x00\x01x", headers=[("k", None)])
-                with raw_header_keys():
-                    await producer.send_and_wait(outbox, b"\x02", headers=[(RawHeaderKey(b"\xc3\x28"), b"")])
-                await producer.send_and_wait(outbox, b"\x00" * 3)
-            finally:
-                await producer.stop()
-            good = alert(envelope("DE-BKA", to=["NL-KLPD"], case_id="SECURED-HOSTILE"))
-            async with AgencyClient(cluster.as_user("DE-BKA", registry_url=server.url), "DE-BKA") as de:
-                await de.send("Alert", good)
-            admin = cluster.admin()
-            inbox = await _read_as(admin, topics.inbox("Alert", "NL-KLPD"), 1)
-            assert [codec.decode(value)[1]["envelope"]["message_id"] for value in inbox] == [
-                good["envelope"]["message_id"]]
-            letters = await _read_as(admin, topics.deadletter, 3)
-            assert sorted(codec.decode(value)[1]["error_code"] for value in letters) == [
-                "BAD_MAGIC_BYTE", "TRUNCATED", "TRUNCATED"]
-            assert not task.done()
+            yield server.url, codec, task
         finally:
             shutdown.trigger("test finished")
             await asyncio.wait_for(task, 30)
             await router.stop()
+
+
+async def test_on_the_secured_bus_an_agency_credential_cannot_stop_the_router(cluster: Cluster) -> None:
+    """With only its own credential and aiokafka, FR-PN writes a null header value, a header key that
+    is not UTF-8 and garbage into its outbox: all dead-lettered, and DE-BKA's next alert is routed."""
+    async with _secured_router(cluster) as (registry_url, codec, task):
+        topics = cluster.admin().topics
+        producer = AIOKafkaProducer(**cluster.as_user("FR-PN").kafka_kwargs())
+        await producer.start()
+        try:
+            outbox = topics.outbox("Alert", "FR-PN")
+            await producer.send_and_wait(outbox, b"\x00\x00\x00\x00\x01x", headers=[("k", None)])
+            with raw_header_keys():
+                await producer.send_and_wait(outbox, b"\x02", headers=[(RawHeaderKey(b"\xc3\x28"), b"")])
+            await producer.send_and_wait(outbox, b"\x00" * 3)
+        finally:
+            await producer.stop()
+        good = alert(envelope("DE-BKA", to=["NL-KLPD"], case_id="SECURED-HOSTILE"))
+        async with AgencyClient(cluster.as_user("DE-BKA", registry_url=registry_url), "DE-BKA") as de:
+            await de.send("Alert", good)
+        admin = cluster.admin()
+        inbox = await _read_as(admin, topics.inbox("Alert", "NL-KLPD"), 1)
+        assert [codec.decode(value)[1]["envelope"]["message_id"] for value in inbox] == [
+            good["envelope"]["message_id"]]
+        letters = [codec.decode(v)[1] for v in await _read_as(admin, topics.deadletter, 3)]
+        assert sorted(r["error_code"] for r in letters if r["source_topic"] == outbox) == [
+            "BAD_MAGIC_BYTE", "TRUNCATED", "TRUNCATED"]
+        assert not task.done()
+
+
+async def _receipts_until(client: AgencyClient, done: Callable[[list[dict[str, Any]]], bool]
+                          ) -> list[dict[str, Any]]:
+    """An agency's receipts from the start, read with its own credential until `done` holds."""
+    found: list[dict[str, Any]] = []
+    async with client.receipts(group=f"hostile-{uuid.uuid4().hex[:6]}") as receipts:
+        async with asyncio.timeout(60):
+            async for receipt in receipts:
+                found.append(receipt)
+                if done(found):
+                    break
+    return found
+
+
+def _has(kind: str, code: str, recipient: str | None = None) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda found: any(r["kind"] == kind and r["reason_code"] == code
+                             and (recipient is None or r["recipient"] == recipient) for r in found)
+
+
+async def test_on_the_secured_bus_ids_bounds_and_groups_hold(cluster: Cluster) -> None:
+    """Each agency with its own credential: NL-KLPD cannot take over FR-PN's query id, a query to
+    20,000 made-up agencies costs three records, DE-BKA cannot reach a case group it is not in, and
+    every refusal is in the audit trail."""
+    async with _secured_router(cluster) as (registry_url, codec, task):
+        def client(code: str) -> AgencyClient:
+            return AgencyClient(cluster.as_user(code, registry_url=registry_url), code)
+
+        async with client("FR-PN") as fr, client("NL-KLPD") as nl, client("DE-BKA") as de:
+            q = query(envelope("FR-PN", to=["DE-BKA", "NL-KLPD"], case_id="SEC-HIJACK"), "Known?")
+            await fr.send("Query", q)
+            async with nl.inbox(types=["Query"], group="hostile") as inbox:
+                async with asyncio.timeout(60):
+                    _, got = await anext(aiter(inbox))
+            assert got["envelope"]["message_id"] == q["envelope"]["message_id"]
+            await nl.send("Query", query(envelope("NL-KLPD", to=["DE-BKA"], case_id="SEC-HIJACK",
+                                                  message_id=q["envelope"]["message_id"]), "Mine"))
+            assert _has("REJECTED", "DUPLICATE_MESSAGE_ID")(
+                await _receipts_until(nl, _has("REJECTED", "DUPLICATE_MESSAGE_ID")))
+
+            flood = query(envelope("FR-PN", to=[f"XX-A{i}" for i in range(20_000)]), "Anyone?")
+            await fr.send("Query", flood)
+            await de.send("Alert", alert(envelope("DE-BKA", groups=["JIT-ORION"], tlp="GREEN")))
+            assert _has("REJECTED", "TOO_MANY_ADDRESSEES")(
+                await _receipts_until(fr, _has("REJECTED", "TOO_MANY_ADDRESSEES")))
+            probe = _has("DENIED", "UNKNOWN_RECIPIENT", "group:JIT-ORION")
+            assert probe(await _receipts_until(de, probe))
+
+        admin = cluster.admin()
+        wanted = {("NL-KLPD", "DUPLICATE_MESSAGE_ID"), ("FR-PN", "TOO_MANY_ADDRESSEES"),
+                  ("DE-BKA", "NOT_A_GROUP_MEMBER")}
+
+        def refusals(values: list[bytes]) -> set[tuple[str, str]]:
+            return {(a["originator"], a["reason_code"]) for a in (codec.decode(v)[1] for v in values)
+                    if a["decision"] in ("REJECTED", "DENIED")}
+
+        audit = await _read_as(admin, admin.topics.audit, 5, until=lambda values: wanted <= refusals(values))
+        assert wanted <= refusals(audit)
+        assert not task.done()
 
 
 async def test_a_sender_learns_only_what_it_may_know(kafka_bootstrap: str) -> None:

@@ -99,8 +99,12 @@ async def test_lag_counts_outbox_records_the_router_has_not_routed(kafka_bootstr
 
             waiting = await wait_for(server.url, lambda s: lag(s, "replies") == 3)
             assert (lag(waiting, "alerts"), lag(waiting, "queries"), lag(waiting, "replies")) == (0, 0, 3)
-            drained = await wait_for(server.url, lambda s: lag(s, "replies") == 0, timeout_s=90)
-            assert value(drained, "liaison_router_dead_letters_total", error="UNKNOWN_CORRELATION") == 3
+            def dead(s: Samples) -> float | None:
+                return value(s, "liaison_router_dead_letters_total", error="UNKNOWN_CORRELATION")
+
+            drained = await wait_for(server.url, lambda s: lag(s, "replies") == 0 and dead(s) == 3,
+                                     timeout_s=90)
+            assert (lag(drained, "replies"), dead(drained)) == (0, 3)
 
 
 async def _owned(router: Router) -> int:
