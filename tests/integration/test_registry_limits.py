@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from liaison.registry_client import basic_auth_header
-from liaison.security.acls import REGISTRY
+from liaison.security.acls import REGISTRY, schemas_topic
 from liaison.security.credentials import ADMIN
 from services.registry.app import RegistryServer
 from services.registry.auth import BrokerLogin
@@ -212,7 +212,8 @@ async def secured_registry(cluster: secured.Cluster, **limits: Any) -> AsyncIter
     login = BrokerLogin(own)
     await eventually(lambda: login(user, password), bool, timeout_s=60, interval_s=0.5)
     settings = RegistrySettings(**own.model_dump(), registry_port=0, registry_auth=True,
-                                registry_writers=ADMIN, registry_tls_certfile=cluster.tls.server_cert,
+                                registry_topic=schemas_topic(own.topics), registry_writers=ADMIN,
+                                registry_tls_certfile=cluster.tls.server_cert,
                                 registry_tls_keyfile=cluster.tls.server_key, **limits)
     async with RegistryServer(settings, registry=CollectorRegistry()) as server:
         yield server
@@ -232,8 +233,8 @@ class Caller:
         assert credential is not None
         return credential[1]
 
-    async def __call__(self, user: str, password: str) -> tuple[int, int | None, str | None]:
-        headers = {"Authorization": basic_auth_header(user, password)}
+    async def __call__(self, agency: str, password: str) -> tuple[int, int | None, str | None]:
+        headers = {"Authorization": basic_auth_header(self.cluster.user(agency), password)}
         async with self.http.get(f"{self.server.url}/subjects", ssl=self.tls, headers=headers) as resp:
             body = await resp.json(content_type=None)
             code = body.get("error_code") if isinstance(body, dict) else None
@@ -287,5 +288,6 @@ async def test_a_user_past_the_request_rate_gets_429_and_others_do_not(cluster: 
         assert int(retry_after) >= 1
         assert await call("DE-BKA", call.password("DE-BKA")) == (200, None, None)
         assert refused(server, "user_rate") == 1
-        assert [(e["reason"], e["user"]) for e in refusal_logs(logs)] == [("user_rate", "NL-KLPD")]
+        refusals = [(e["reason"], e["user"]) for e in refusal_logs(logs)]
+        assert refusals == [("user_rate", cluster.user("NL-KLPD"))]
         assert nl not in repr(logs)
