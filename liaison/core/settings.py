@@ -87,6 +87,17 @@ class ServiceSettings(KafkaSettings):
 S = TypeVar("S", bound=KafkaSettings)
 
 
+def prefixed_names(data: Any, **defaults: str) -> Any:
+    """Before validation: each name not set explicitly (a group, a transactional id, the registry's
+    topic) takes the bus's topic prefix, so that buses sharing a cluster share no name, and the
+    ACLs made for `<prefix><service>` fit (see liaison.security.acls.username)."""
+    if isinstance(data, dict):
+        prefix = data.get("topic_prefix") or ""
+        for field, default in defaults.items():
+            data.setdefault(field, f"{prefix}{default}")
+    return data
+
+
 CREDENTIALS_VARIABLE = "LIAISON_CREDENTIALS"
 
 

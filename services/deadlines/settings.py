@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
 
-from liaison.core.settings import ServiceSettings
+from pydantic import Field, model_validator
+
+from liaison.core.settings import ServiceSettings, prefixed_names
 
 
 class DeadlinesSettings(ServiceSettings):
     """`LIAISON_REMINDER_SHARE`, `LIAISON_TRANSACTIONAL_ID`, ... on top of what every service has."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_follow_the_prefix(cls, data: Any) -> Any:
+        return prefixed_names(data, transactional_id="liaison-deadlines")
 
     reminder_share: float = Field(
         default=0.75, gt=0, lt=1,

@@ -4,10 +4,11 @@ and how much one client may ask of it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
-from liaison.core.settings import ServiceSettings
+from liaison.core.settings import ServiceSettings, prefixed_names
 from services.registry.compat import CompatibilityLevel
 from services.registry.limits import SchemaLimits
 
@@ -15,11 +16,16 @@ from services.registry.limits import SchemaLimits
 class RegistrySettings(ServiceSettings):
     """`LIAISON_REGISTRY_*` on top of the connection and metrics settings every service has."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _topic_follows_the_prefix(cls, data: Any) -> Any:
+        return prefixed_names(data, registry_topic="_schemas")
+
     registry_host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
     registry_port: int = Field(default=8081, ge=0, le=65535, description="REST API port; 0 picks one.")
     registry_topic: str = Field(
         default="_schemas", pattern=r"^[A-Za-z0-9._-]{1,249}$",
-        description="Compacted topic that holds every schema and config record.",
+        description="Compacted topic that holds every schema and config record (<prefix>_schemas).",
     )
     registry_topic_replication: int = Field(
         default=1, ge=1, description="Replication factor used when the registry creates its topic.",

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from liaison.core.settings import ServiceSettings
+from liaison.core.settings import ServiceSettings, prefixed_names
 from liaison.local.paths import REPO_ROOT
 from services.router.limits import Limits
 
 
 class RouterSettings(ServiceSettings):
-    group_id: str = Field(default="liaison-router", description="Consumer group of all router instances.")
+    @model_validator(mode="before")
+    @classmethod
+    def _names_follow_the_prefix(cls, data: Any) -> Any:
+        return prefixed_names(data, group_id="liaison-router", transactional_prefix="liaison-router")
+
+    group_id: str = Field(default="liaison-router",
+                          description="Consumer group of all router instances (<prefix>liaison-router).")
     transactional_prefix: str = Field(
         default="liaison-router", description="The transactional id is <prefix>.<instance_id>.")
     instance_id: str | None = Field(
