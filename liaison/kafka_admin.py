@@ -1,15 +1,23 @@
-"""Create the bus's topics on purpose (the broker's auto-creation is off), idempotently."""
+"""Create the bus's topics on purpose (the broker's auto-creation is off), idempotently, and keep the
+configs the bus sets on them (retention, compaction) in line with the settings and the policy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from liaison.core.settings import KafkaSettings
 from liaison.errors import LiaisonError
 from liaison.topics import TopicSpec
+
+log = structlog.get_logger(__name__)
 
 
 async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
@@ -37,3 +45,130 @@ async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
         return created
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One topic config set to what the bus wants; `old` None when the broker had no value."""
+
+    topic: str
+    key: str
+    old: str | None
+    new: str
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.key} {self.old if self.old is not None else '(unset)'} -> {self.new}"
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    created: list[str]
+    changed: list[ConfigChange]
+
+
+def _same(have: str | None, want: str) -> bool:
+    """Equal as the broker means it: `0.1` and `0.10` are one ratio, `-1` and `-1` one retention."""
+    if have == want:
+        return True
+    if have is None:
+        return False
+    try:
+        return float(have) == float(want)
+    except ValueError:
+        return False
+
+
+def config_drift(specs: Iterable[TopicSpec], current: Mapping[str, Mapping[str, str | None]]
+                 ) -> list[ConfigChange]:
+    """The configs the bus sets that differ on the broker; only the keys a spec names are compared.
+
+    `current` maps each existing topic to its described configs; a topic missing from it is skipped
+    (it is created with the right configs, or it is not ours to change).
+    """
+    changes = []
+    for spec in specs:
+        if (have := current.get(spec.name)) is None:
+            continue
+        changes += [ConfigChange(spec.name, key, have.get(key), want)
+                    for key, want in sorted(spec.config.items()) if not _same(have.get(key), want)]
+    return changes
+
+
+async def align_topic_configs(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
+                              timeout_s: float = 15.0) -> list[ConfigChange]:
+    """Set the configs the bus sets on existing topics where the broker's differ; return the changes.
+
+    Incremental (`IncrementalAlterConfigs`): only the keys that differ are set, anything else an
+    operator configured on the topic stays. Needs DESCRIBE_CONFIGS and ALTER_CONFIGS on the topics
+    (the admin has them). aiokafka has only the non-incremental call, which would drop every other
+    config of the topic, so this uses librdkafka's admin client, in a worker thread.
+    """
+    from confluent_kafka import KafkaException  # noqa: PLC0415  # librdkafka loads only when needed
+    from confluent_kafka.admin import (  # noqa: PLC0415
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    from liaison.security.admin import librdkafka_config  # noqa: PLC0415
+
+    with_config = [spec for spec in specs if spec.config]
+    if not with_config:
+        return []
+
+    def describe(admin: AdminClient, topics: Iterable[str]) -> dict[str, dict[str, str | None]]:
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
+        if not resources:
+            return {}
+        described: dict[Any, Any] = admin.describe_configs(resources, request_timeout=timeout_s)
+        return {resource.name: {k: e.value for k, e in future.result().items()}
+                for resource, future in described.items()}
+
+    def work() -> list[ConfigChange]:
+        admin = AdminClient(librdkafka_config(settings))
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        current = describe(admin, [s.name for s in with_config if s.name in existing])
+        changes = config_drift(with_config, current)
+        by_topic: dict[str, list[ConfigEntry]] = {}
+        for c in changes:
+            by_topic.setdefault(c.topic, []).append(
+                ConfigEntry(c.key, c.new, incremental_operation=AlterConfigOpType.SET))
+        if not by_topic:
+            return []
+        altered: dict[Any, Any] = admin.incremental_alter_configs(
+            [ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+             for topic, entries in by_topic.items()], request_timeout=timeout_s)
+        for future in altered.values():
+            future.result()
+        # The controller has the change; the broker answering describes applies it a moment later.
+        # Return once it shows, so that whoever reads the topic next sees the new values.
+        deadline = time.monotonic() + timeout_s
+        while config_drift([s for s in with_config if s.name in by_topic], describe(admin, by_topic)):
+            if time.monotonic() >= deadline:
+                raise LiaisonError(f"the broker took the new configs of {', '.join(sorted(by_topic))} but "
+                                   f"did not show them within {timeout_s:.0f} s")
+            time.sleep(0.1)
+        return changes
+
+    try:
+        changes = await asyncio.to_thread(work)
+    except KafkaException as exc:
+        raise LiaisonError(f"could not align topic configs: {exc.args[0] if exc.args else exc}") from None
+    for change in changes:
+        log.info("topic config changed", topic=change.topic, key=change.key, old=change.old, new=change.new)
+    return changes
+
+
+async def reconcile_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
+                           replication: int = 1) -> Reconciled:
+    """Create missing topics, then set the configs the bus sets on those that already existed.
+
+    What `liaison up` runs for the bus topics, so that a retention changed in the policy
+    (`audit.retention_days`) reaches a `bus.audit` created before the change.
+    """
+    wanted = list(specs)
+    created = await ensure_topics(settings, wanted, replication=replication)
+    changed = await align_topic_configs(settings, [s for s in wanted if s.name not in created])
+    return Reconciled(created, changed)

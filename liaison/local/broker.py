@@ -1,13 +1,16 @@
 """A single-node Apache Kafka in KRaft mode (broker and controller in one JVM), run from jars.
 
 It does what Kafka's own `bin/kafka-storage.sh format` and `bin/kafka-server-start.sh` do:
-`kafka.tools.StorageTool` formats the storage once, `kafka.Kafka` runs the server.
+`kafka.tools.StorageTool` formats the storage once, `kafka.Kafka` runs the server. No secret
+reaches a command line or an environment: the admin's password goes to the storage tool in a
+0600 `@argfile` and to the broker in its 0600 `server.properties`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import shutil
 import socket
@@ -15,20 +18,23 @@ import subprocess
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from liaison.core.logs import kafka_client_logs_silenced
 from liaison.core.settings import KafkaSettings
 from liaison.errors import LocalBrokerError
 from liaison.local import paths
-from liaison.local.process import read_pid, start_detached, stop_pid
-from liaison.security.credentials import ADMIN
+from liaison.local.process import PRIVATE_UMASK, child_environ, read_pid, start_detached, stop_pid
+from liaison.security.credentials import ADMIN, private_dir, write_private
 from liaison.security.tls import DevTls
 
 MAIN_CLASS = "kafka.Kafka"
+REAUTH = "connections.max.reauth.ms"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -42,12 +48,50 @@ def java_major_version(java: str = "java") -> int | None:
     """The major version of `java`, or None when there is no Java on PATH."""
     if shutil.which(java) is None:
         return None
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False,
+                         env=child_environ(drop_prefixes=("LIAISON_",))).stderr
     for token in out.replace('"', " ").split():
         head = token.split(".")[0]
         if head.isdigit() and "." in token:
             return int(head) if head != "1" else int(token.split(".")[1])
     return None
+
+
+class BrokerLimits(BaseSettings):
+    """How long a login lasts and how many connections the broker takes (`LIAISON_BROKER_*`).
+
+    The defaults suit one machine, where every agency, service and test connects from 127.0.0.1;
+    a deployment lowers `max_connections_per_ip` to what one agency needs (and raises it for the
+    router's and registry's hosts with `max_connections_per_ip_overrides`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LIAISON_BROKER_", extra="ignore", frozen=True)
+
+    reauth_ms: int = Field(
+        default=3_600_000, ge=0,
+        description="connections.max.reauth.ms of the SASL listener: a login lasts at most this "
+                    "long; a connection not logged in again is closed at its next request (0: forever).")
+    max_connections_per_ip: int = Field(
+        default=2_000, ge=1, description="max.connections.per.ip: open connections from one address.")
+    max_connections_per_ip_overrides: str = Field(
+        default="", pattern=r"^([A-Za-z0-9.:_-]+:\d+(,[A-Za-z0-9.:_-]+:\d+)*)?$",
+        description="max.connections.per.ip.overrides: `host:count,host:count`.")
+    max_connections: int = Field(
+        default=10_000, ge=1, description="max.connections: open connections to the broker in all.")
+    failed_auth_delay_ms: int = Field(
+        default=1_000, ge=0, le=60_000,
+        description="connection.failed.authentication.delay.ms: a refused login is answered this late "
+                    "(slows password guessing).")
+
+
+def broker_limits() -> BrokerLimits:
+    """`BrokerLimits` from the environment; a bad value fails in one line naming the variable."""
+    try:
+        return BrokerLimits()
+    except ValidationError as exc:
+        problems = "; ".join(f"LIAISON_BROKER_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                             for err in exc.errors())
+        raise LocalBrokerError(f"invalid broker settings: {problems}") from None
 
 
 @dataclass(frozen=True)
@@ -71,6 +115,7 @@ class BrokerConfig:
     jars: Path = field(default_factory=paths.kafka_jars_dir)
     extra_properties: tuple[tuple[str, str], ...] = ()
     security: BrokerSecurity | None = None
+    limits: BrokerLimits = field(default_factory=broker_limits)
 
     @property
     def bootstrap(self) -> str:
@@ -131,7 +176,11 @@ def server_properties(cfg: BrokerConfig) -> dict[str, str]:
         "log.segment.bytes": str(64 * 1024 * 1024),
         "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
         "transaction.remove.expired.transaction.cleanup.interval.ms": "60000",
+        "max.connections.per.ip": str(cfg.limits.max_connections_per_ip),
+        "max.connections": str(cfg.limits.max_connections),
     }
+    if cfg.limits.max_connections_per_ip_overrides:
+        props["max.connections.per.ip.overrides"] = cfg.limits.max_connections_per_ip_overrides
     if cfg.security is not None:
         props.update(secured_properties(cfg, cfg.security))
     props.update(dict(cfg.extra_properties))
@@ -144,6 +193,10 @@ def secured_properties(cfg: BrokerConfig, sec: BrokerSecurity) -> dict[str, str]
     KRaft keeps SCRAM credentials in the metadata log the controller itself serves, so the
     controller listener cannot use SCRAM: a static PLAIN user (the admin) guards it instead of
     leaving it anonymous. `StandardAuthorizer` denies whatever no ACL allows.
+
+    A SCRAM login lasts `reauth_ms`: then the broker closes the connection at its next request
+    unless the client logged in again, so a rotated or deleted credential stops an open connection
+    within that time (aiokafka does not log in again on an open connection: it reconnects).
     """
     password = sec.admin_password.get_secret_value()
     plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{sec.admin}" '
@@ -158,6 +211,8 @@ def secured_properties(cfg: BrokerConfig, sec: BrokerSecurity) -> dict[str, str]
         "sasl.enabled.mechanisms": "SCRAM-SHA-512",
         "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+        f"listener.name.sasl_ssl.scram-sha-512.{REAUTH}": str(cfg.limits.reauth_ms),
+        "connection.failed.authentication.delay.ms": str(cfg.limits.failed_auth_delay_ms),
         "sasl.mechanism.controller.protocol": "PLAIN",
         "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
         "listener.name.controller.plain.sasl.jaas.config": plain,
@@ -193,14 +248,32 @@ class LocalBroker:
     def _classpath(self) -> str:
         return str(self.config.jars / "*")
 
-    def _java(self, main: str, *args: str) -> list[str]:
+    def _java_options(self, *extra: str) -> list[str]:
         return [
             "java", f"-Xmx{self.config.heap_mb}m", f"-Xms{min(self.config.heap_mb, 256)}m",
             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={paths.kafka_log4j_config()}",
-            f"-Dkafka.logs.dir={self.config.home}",
-            "-cp", self._classpath(), main, *args,
+            f"-Dkafka.logs.dir={self.config.home}", *extra,
+            "-cp", self._classpath(),
         ]
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [*self._java_options(), main, *args]
+
+    @staticmethod
+    def _environ() -> dict[str, str]:
+        """The JVM needs none of the bus's settings (and none of the caller's secrets)."""
+        return child_environ(drop_prefixes=("LIAISON_",))
+
+    @contextlib.contextmanager
+    def _argfile(self, *args: str) -> Iterator[Path]:
+        """A Java `@argfile` of `args` in the broker's 0700 home, mode 0600, deleted on the way out."""
+        path = self.config.home / f".args-{uuid.uuid4().hex}"
+        try:
+            write_private(path, argfile_text(args))
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -209,17 +282,19 @@ class LocalBroker:
 
     def write_properties(self) -> None:
         """server.properties, mode 0600: a secured one holds the admin's password in its JAAS lines."""
-        self.config.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.home)
         if self.config.security is not None:
             self.config.security.tls.ensure()
         text = "".join(f"{k}={v}\n" for k, v in server_properties(self.config).items())
-        path = self.config.properties_file
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
-        path.write_text(text)
+        write_private(self.config.properties_file, text)
 
     def format_storage(self) -> bool:
-        """Format the storage with a random cluster id, once. Returns True if it formatted now."""
+        """Format the storage with a random cluster id, once. Returns True if it formatted now.
+
+        The storage tool's arguments, the admin's password among them, are read by the Java
+        launcher from an `@argfile` (0600, deleted at once), so the command line shows only its
+        path; `-XX:-UsePerfData` keeps the JVM from copying them into `/tmp/hsperfdata_*`.
+        """
         if (self.config.data_dir / "meta.properties").exists():
             return False
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -227,8 +302,10 @@ class LocalBroker:
         if (sec := self.config.security) is not None:  # the admin's SCRAM credential, from the start
             args += ["--add-scram", f"SCRAM-SHA-512=[name={sec.admin},"
                                     f"password={sec.admin_password.get_secret_value()}]"]
-        result = subprocess.run(self._java("kafka.tools.StorageTool", *args),
-                                capture_output=True, text=True, check=False)
+        with self._argfile("kafka.tools.StorageTool", *args) as argfile:
+            result = subprocess.run(
+                [*self._java_options("-XX:-UsePerfData", "-XX:+DisableAttachMechanism"), f"@{argfile}"],
+                capture_output=True, text=True, check=False, env=self._environ(), umask=PRIVATE_UMASK)
         if result.returncode != 0:
             out = f"{result.stdout}{result.stderr}"
             if sec is not None:
@@ -245,7 +322,7 @@ class LocalBroker:
         self.format_storage()
         pid = start_detached(
             self._java(MAIN_CLASS, str(self.config.properties_file)),
-            log_file=self.config.log_file, pid_file=self.config.pid_file,
+            log_file=self.config.log_file, pid_file=self.config.pid_file, env=self._environ(),
         )
         try:
             wait_until_ready(self.config.admin_settings(), timeout_s=timeout_s, pid=pid)
@@ -264,6 +341,20 @@ class LocalBroker:
         stop_pid(pid, grace_s=grace_s)
         self.config.pid_file.unlink(missing_ok=True)
         return True
+
+
+def argfile_text(args: tuple[str, ...] | list[str]) -> str:
+    """Arguments as the Java launcher reads an `@argfile`: one per line, each in double quotes.
+
+    Inside quotes the launcher treats a backslash as an escape, so arguments holding a quote,
+    a backslash or a line break are refused rather than escaped (none of ours has them: passwords
+    are URL-safe).
+    """
+    for arg in args:
+        if any(c in arg for c in '"\\\n\r'):
+            raise LocalBrokerError("an argument for the Java launcher holds a quote, a backslash or a "
+                                   "line break")
+    return "".join(f'"{arg}"\n' for arg in args)
 
 
 def tail(path: Path, lines: int = 30) -> str:

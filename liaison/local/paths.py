@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,3 +31,23 @@ def secrets_dir() -> Path:
 def tls_dir() -> Path:
     """The local development CA and the server certificate it signed."""
     return run_dir() / "tls"
+
+
+def make_private(root: Path) -> int:
+    """Take group and other permissions off everything under `root` (itself included).
+
+    For a run directory made before it was kept private: what the stack creates now is 0700/0600
+    from the start. Symbolic links are left alone. Returns how many entries changed.
+    """
+    changed = 0
+    for top, dirs, files in os.walk(root):
+        for path in [Path(top), *(Path(top) / name for name in dirs + files)]:
+            try:
+                info = path.lstat()
+                if stat.S_ISLNK(info.st_mode) or not stat.S_IMODE(info.st_mode) & 0o077:
+                    continue
+                path.chmod(stat.S_IMODE(info.st_mode) & 0o700)
+            except FileNotFoundError:  # the broker deletes segments as it goes
+                continue
+            changed += 1
+    return changed

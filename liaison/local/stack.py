@@ -1,4 +1,9 @@
-"""`liaison up / down / status`: the local broker plus every bus service, as background processes."""
+"""`liaison up / down / status`: the local broker plus every bus service, as background processes.
+
+Everything under the run directory is its owner's only (folders 0700, files 0600), and no process
+started here gets a password in its command line or environment: services get the path of their
+0600 credential file (`LIAISON_CREDENTIALS`).
+"""
 
 from __future__ import annotations
 
@@ -15,15 +20,25 @@ from liaison.contract import register_all
 from liaison.core.settings import CREDENTIALS_VARIABLE, KafkaSettings
 from liaison.directory import Directory
 from liaison.errors import LocalBrokerError
+from liaison.kafka_admin import ConfigChange, reconcile_topics
 from liaison.local import paths
 from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, tail
-from liaison.local.process import is_alive, read_pid, start_detached, stop_pid
+from liaison.local.process import child_environ, is_alive, read_pid, start_detached, stop_pid
 from liaison.onboarding import read_entries
+from liaison.policy import load_policy
 from liaison.provision import provision
 from liaison.registry_client import RegistryClient, basic_auth_header
 from liaison.security.acls import DEADLINES, REGISTRY, ROUTER
 from liaison.security.bus import secure_principals
-from liaison.security.credentials import ADMIN, Credential, CredentialFiles, Endpoints, new_password
+from liaison.security.credentials import (
+    ADMIN,
+    Credential,
+    CredentialFiles,
+    Endpoints,
+    new_password,
+    private_dir,
+    write_private,
+)
 from liaison.security.tls import DevTls
 
 CONNECTION_VARIABLES = frozenset({
@@ -33,6 +48,10 @@ CONNECTION_VARIABLES = frozenset({
 
 SECURE_VARIABLE = "LIAISON_LOCAL_SECURE"
 """`false` runs the local stack in plain text (no TLS, no authentication, no ACLs)."""
+
+POLICY_VARIABLE = "LIAISON_POLICY_FILE"
+"""The sharing policy the router loads; the stack applies its `audit.retention_days` to `bus.audit`."""
+DEFAULT_POLICY = paths.REPO_ROOT / "deploy" / "policy.yaml"
 
 
 @dataclass(frozen=True)
@@ -89,9 +108,15 @@ class LocalStack:
 
     def __init__(self, broker: BrokerConfig | None = None, run: Path | None = None, *,
                  secure: bool | None = None, registry_port: int = REGISTRY_PORT,
-                 metrics_ports: dict[str, int] | None = None) -> None:
-        """Ports other than the defaults let a second stack (a test's) run beside `make up`'s."""
+                 metrics_ports: dict[str, int] | None = None, policy_file: Path | None = None) -> None:
+        """Ports other than the defaults let a second stack (a test's) run beside `make up`'s.
+
+        `policy_file` (default `LIAISON_POLICY_FILE`, else `deploy/policy.yaml`) goes to the router,
+        and its audit retention to `bus.audit`.
+        """
         self.run = run or paths.run_dir()
+        self.policy_file = (policy_file or Path(os.environ.get(POLICY_VARIABLE) or DEFAULT_POLICY)).absolute()
+        self.topic_changes: list[ConfigChange] = []  # what the last `up()` changed on existing topics
         self.registry_port = registry_port
         self._metrics_ports = {spec.name: spec.metrics_port for spec in SERVICES} | (metrics_ports or {})
         self.secure = local_secure() if secure is None else secure
@@ -140,13 +165,15 @@ class LocalStack:
         return KafkaSettings(_env_file=self.files.path(code))  # type: ignore[call-arg]
 
     def _env(self, spec: ServiceSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARIABLES}  # the stack's own win
+        """The caller's environment minus secrets and connection settings, plus the stack's own."""
+        env = child_environ(drop=CONNECTION_VARIABLES)
         env.update({
             "LIAISON_BOOTSTRAP_SERVERS": self.broker.config.bootstrap,
             "LIAISON_REGISTRY_URL": self.registry_url,
             "LIAISON_METRICS_PORT": str(self.metrics_port(spec)),
             "LIAISON_REGISTRY_PORT": str(self.registry_port),
             "LIAISON_LOG_JSON": "true",
+            POLICY_VARIABLE: str(self.policy_file),
         })
         if self.secure:
             env[CREDENTIALS_VARIABLE] = str(self.files.path(spec.principal))
@@ -167,8 +194,8 @@ class LocalStack:
                     f"the local broker in {self.broker.config.home} was set up {was}; to run it {mode}, "
                     f"`make down clean` first (this deletes its data), or set {SECURE_VARIABLE}="
                     f"{'true' if was == 'secured' else 'false'}")
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(mode + "\n")
+        private_dir(marker.parent)
+        write_private(marker, mode + "\n")
 
     def service_pid(self, spec: ServiceSpec) -> int | None:
         return read_pid(spec.pid_file(self.run), must_contain=spec.module)
@@ -179,12 +206,15 @@ class LocalStack:
         The admin registers the schemas once the registry answers, before the router starts: on a
         secured bus nobody else may write to the registry.
         """
+        policy = load_policy(self.policy_file)  # a wrong policy fails here, not in the router
+        private_dir(self.run)
+        paths.make_private(self.run)  # a run directory made before it was kept private
         self._check_mode()
         if self.secure:
             self._secure_broker(self._admin())
         self.broker.start()
         settings = self.admin_settings()
-        asyncio.run(self._provision(settings))
+        asyncio.run(self._provision(settings, policy.audit_retention_ms))
         for spec in SERVICES:
             if self.service_pid(spec) is None:
                 pid = start_detached(
@@ -196,7 +226,11 @@ class LocalStack:
                 asyncio.run(_register_schemas(settings))
         return self.status()
 
-    async def _provision(self, settings: KafkaSettings) -> None:
+    async def _provision(self, settings: KafkaSettings, audit_retention_ms: int) -> None:
+        """Bus topics as settings and policy say (existing ones too), then agencies and principals."""
+        specs = settings.topics.bus_topics(audit_retention_ms=audit_retention_ms)
+        bus = await reconcile_topics(settings, specs)
+        self.topic_changes = bus.changed
         await provision(settings)
         if self.secure:
             directory = Directory.from_entries(await read_entries(settings))

@@ -7,6 +7,7 @@ line: they travel as `SecretStr` and are read back from the file only by the pro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -56,8 +57,7 @@ class CredentialFiles:
 
     def write(self, credential: Credential, endpoints: Endpoints) -> Path:
         """Write (or replace) the file of `credential`, created with mode 0600 before it holds a secret."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.home, 0o700)
+        private_dir(self.home)
         lines = {
             "LIAISON_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
             "LIAISON_REGISTRY_URL": endpoints.registry_url,
@@ -68,12 +68,7 @@ class CredentialFiles:
             "LIAISON_SASL_PASSWORD": credential.password.get_secret_value(),
         }
         path = self.path(credential.username)
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("".join(f"{k}={v}\n" for k, v in lines.items()))
-        tmp.replace(path)
+        write_private(path, "".join(f"{k}={v}\n" for k, v in lines.items()))
         return path
 
     def read(self, username: str) -> Credential | None:
@@ -91,6 +86,35 @@ class CredentialFiles:
         existed = path.exists()
         path.unlink(missing_ok=True)
         return existed
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and any missing parent with mode 0700, and make `path` itself 0700.
+
+    `mkdir(parents=True, mode=...)` gives the parents the umask's mode, not ours: each missing
+    level is made here instead.
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for level in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by someone else meanwhile
+            level.mkdir(mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, data: str | bytes) -> Path:
+    """Write (or replace) a file readable by its owner only: mode 0600 before the first byte.
+
+    The data goes to a fresh temporary file renamed over `path`, so a reader sees the old or the
+    new content, and a file that was once group-readable is replaced rather than reused.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data.encode() if isinstance(data, str) else data)
+    tmp.replace(path)
+    return path
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from liaison.security.credentials import private_dir, write_private
 
 VALID_DAYS = 365
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -53,8 +54,7 @@ class DevTls:
         """Create the CA and the server certificate unless they exist and are valid a while yet."""
         if self._still_valid():
             return False
-        self.home.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.home, 0o700)
+        private_dir(self.home)
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Liaison local development"),
                              x509.NameAttribute(NameOID.COMMON_NAME, "Liaison development CA")])
@@ -88,11 +88,11 @@ class DevTls:
         key_pem = _private_pem(server_key)
         cert_pem = server_cert.public_bytes(serialization.Encoding.PEM)
         ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-        _write(self.ca_key, _private_pem(ca_key), secret=True)
-        _write(self.server_key, key_pem, secret=True)
-        _write(self.server_cert, cert_pem + ca_pem)
-        _write(self.server_bundle, key_pem + cert_pem + ca_pem, secret=True)
-        _write(self.ca_cert, ca_pem)
+        # Certificates are public, but the whole run directory is its owner's only: 0600 for all.
+        for path, data in ((self.ca_key, _private_pem(ca_key)), (self.server_key, key_pem),
+                           (self.server_cert, cert_pem + ca_pem),
+                           (self.server_bundle, key_pem + cert_pem + ca_pem), (self.ca_cert, ca_pem)):
+            write_private(path, data)
         return True
 
     def _still_valid(self, margin: dt.timedelta = dt.timedelta(days=7)) -> bool:
@@ -101,14 +101,6 @@ class DevTls:
             return False
         cert = x509.load_pem_x509_certificate(self.server_cert.read_bytes())
         return cert.not_valid_after_utc - margin > dt.datetime.now(dt.UTC)
-
-
-def _write(path: Path, data: bytes, *, secret: bool = False) -> None:
-    """Write a file; a key is created with mode 0600 before any byte of it is written."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
