@@ -28,7 +28,7 @@ from liaison.onboarding import read_entries
 from liaison.policy import load_policy
 from liaison.provision import provision
 from liaison.registry_client import RegistryClient, basic_auth_header
-from liaison.security.acls import DEADLINES, REGISTRY, ROUTER
+from liaison.security.acls import DEADLINES, REGISTRY, ROUTER, username
 from liaison.security.bus import secure_principals
 from liaison.security.credentials import (
     ADMIN,
@@ -158,11 +158,16 @@ class LocalStack:
     def admin_settings(self) -> KafkaSettings:
         return self.broker.config.admin_settings().model_copy(update={"registry_url": self.registry_url})
 
+    def credential_file(self, name: str) -> Path:
+        """The credential file of an agency or service, named after its user on this bus (with the
+        bus's topic prefix, as onboarding names it)."""
+        return self.files.path(username(self.admin_settings().topics, name))
+
     def agency_settings(self, code: str) -> KafkaSettings:
         """How agency `code` connects: with its own credential file on a secured stack."""
         if not self.secure:
             return self.admin_settings()
-        return KafkaSettings(_env_file=self.files.path(code))  # type: ignore[call-arg]
+        return KafkaSettings(_env_file=self.credential_file(code))  # type: ignore[call-arg]
 
     def _env(self, spec: ServiceSpec) -> dict[str, str]:
         """The caller's environment minus secrets and connection settings, plus the stack's own."""
@@ -176,7 +181,7 @@ class LocalStack:
             POLICY_VARIABLE: str(self.policy_file),
         })
         if self.secure:
-            env[CREDENTIALS_VARIABLE] = str(self.files.path(spec.principal))
+            env[CREDENTIALS_VARIABLE] = str(self.credential_file(spec.principal))
             if spec.principal == REGISTRY:
                 env.update({"LIAISON_REGISTRY_AUTH": "true", "LIAISON_REGISTRY_WRITERS": ADMIN,
                             "LIAISON_REGISTRY_TLS_CERTFILE": str(self.tls.server_cert),
