@@ -22,11 +22,11 @@ class Provisioned:
 
 
 async def provision(settings: KafkaSettings, directory_file: Path = DEFAULT_DIRECTORY, *,
-                    partitions: int = 3) -> Provisioned:
+                    partitions: int = 3, audit_retention_ms: int = -1) -> Provisioned:
     """Create missing bus and agency topics and publish the directory's changed entries."""
     directory = Directory.from_file(directory_file)
     names = settings.topics
-    specs = names.bus_topics(partitions=partitions)
+    specs = names.bus_topics(partitions=partitions, audit_retention_ms=audit_retention_ms)
     for agency in directory.agencies:
         specs += names.agency_topic_specs(agency)
     created = await ensure_topics(settings, specs)

@@ -236,7 +236,7 @@ class LocalStack:
         specs = settings.topics.bus_topics(audit_retention_ms=audit_retention_ms)
         bus = await reconcile_topics(settings, specs)
         self.topic_changes = bus.changed
-        await provision(settings)
+        await provision(settings, audit_retention_ms=audit_retention_ms)
         if self.secure:
             directory = Directory.from_entries(await read_entries(settings))
             active = [code for code, agency in sorted(directory.agencies.items()) if agency.active]
