@@ -38,16 +38,11 @@ class CompactedTable(AsyncResource):
     """Latest value per key of one compacted topic; tombstones delete the key."""
 
     def __init__(self, settings: KafkaSettings, topic: str, *, decode: Decoder = json_value,
-                 on_change: Callable[[dict[str, Any]], None] | None = None, lazy: bool = False,
-                 fetch_max_wait_ms: int | None = None) -> None:
-        """With `lazy`, the table reads the topic at start and then only in `wait_caught_up()`:
-        for a writer whose own writes reach it through `put_local`, so that it does not read
-        them all back, and which asks for the others' writes when it misses a key.
-        `fetch_max_wait_ms`: the long poll; short for a table someone waits on in its hot path."""
+                 on_change: Callable[[dict[str, Any]], None] | None = None,
+                 fetch_max_wait_ms: int = 500) -> None:
+        """`fetch_max_wait_ms`: the long poll; short for a table someone waits on in its hot path."""
         self.topic = topic
-        self._lazy = lazy
-        self._fetch_max_wait_ms = fetch_max_wait_ms or (10 if lazy else 500)
-        self._catching_up = 0
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self.items: dict[str, Any] = {}
         self._settings = settings
         self._decode = decode
@@ -71,8 +66,6 @@ class CompactedTable(AsyncResource):
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._follow(), name=f"table:{self.topic}")
-        if self._lazy:  # read to the end once (wait_caught_up resumes), then stay paused
-            self._consumer.pause(*partitions)
         if not await self.wait_caught_up(timeout_s=timeout_s):
             raise BrokerUnavailable(f"could not read {self.topic} to its end within {timeout_s:.0f} s")
 
@@ -141,25 +134,14 @@ class CompactedTable(AsyncResource):
         """Wait until the view holds every record committed before this call; False on timeout."""
         consumer = self._consumer
         assert consumer is not None
-        partitions = list(consumer.assignment())
-        if self._lazy:
-            self._catching_up += 1
-            consumer.resume(*partitions)
-        try:
-            targets = await consumer.end_offsets(partitions)
+        targets = await consumer.end_offsets(list(consumer.assignment()))
 
-            def reached() -> bool:
-                return all(self._positions.get(tp, 0) >= end for tp, end in targets.items())
+        def reached() -> bool:
+            return all(self._positions.get(tp, 0) >= end for tp, end in targets.items())
 
-            async with self._advanced:
-                try:
-                    await asyncio.wait_for(self._advanced.wait_for(reached), timeout_s)
-                except TimeoutError:
-                    return False
-            return True
-        finally:
-            if self._lazy:
-                self._catching_up -= 1
-                if self._catching_up <= 0 and self._consumer is not None:
-                    self._catching_up = 0
-                    self._consumer.pause(*partitions)
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(reached), timeout_s)
+            except TimeoutError:
+                return False
+        return True
