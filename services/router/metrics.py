@@ -44,8 +44,11 @@ class RouterMetrics:
         self.partitions = Gauge("liaison_router_assigned_partitions", "Outbox partitions owned.",
                                 registry=registry)
         self.catch_ups = Counter("liaison_router_state_catch_ups_total",
-                                 "Reads of the shared state on a message citing one not seen yet.",
+                                 "Records parked to wait for a message they cite, not seen here yet.",
                                  registry=registry)
+        self.parked = Gauge("liaison_router_parked_records",
+                            "Records waiting for a message they cite (the others are routed meanwhile).",
+                            registry=registry)
         self.lag = Gauge("liaison_router_consumer_lag",
                          "Records in this instance's outbox partitions not routed yet, by topic family "
                          "(alerts, queries, replies).", ["family"], registry=registry)
