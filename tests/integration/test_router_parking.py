@@ -24,7 +24,8 @@ def _answer(answerer: str, q: dict, outcome: str = "NO_HIT") -> dict:
 
 
 async def _replies_to(bus: Bus, asker: str, count: int, **kw: float) -> list[str]:
-    return [r["envelope"]["message_id"] for _, r in await bus.read(bus.topics.inbox("Reply", asker), count, **kw)]
+    delivered = await bus.read(bus.topics.inbox("Reply", asker), count, **kw)
+    return [r["envelope"]["message_id"] for _, r in delivered]
 
 
 async def test_a_reply_waiting_for_its_query_does_not_hold_up_the_replies_behind_it(
@@ -108,6 +109,6 @@ async def test_a_crash_while_a_record_waits_loses_and_doubles_nothing(
             second.stop()
         assert sorted(seen) == sorted(r["envelope"]["message_id"] for r in behind)
         about = collections.Counter((r["kind"], r["envelope"]["correlation_id"]) for r in receipts)
-        assert {n for n in about.values()} == {1}, f"a receipt was sent twice: {about}"
+        assert set(about.values()) == {1}, f"a receipt was sent twice: {about}"
         assert len(about) == len(behind) + 1
         assert "Traceback" not in second.log_text()
