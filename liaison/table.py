@@ -51,6 +51,7 @@ class CompactedTable(AsyncResource):
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self.items: Store = store if store is not None else MemoryStore()
         self.restored_from: dict[int, int] = {}  # positions a disk store already held at start
+        self.records_read = 0  # since start: with a checkpoint, only what came after it
         self._settings = settings
         self._decode = decode
         self._on_change = on_change
@@ -155,6 +156,7 @@ class CompactedTable(AsyncResource):
             changes: dict[str, Any] = {}
             before = dict(self._positions)
             for tp, records in batches.items():
+                self.records_read += len(records)
                 for rec in records:
                     if rec.key is None:
                         continue
