@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import time
 from collections import defaultdict
@@ -95,6 +96,8 @@ class Router:
         self._parking = Parking(wait_s=settings.unknown_ref_wait_s, negative_ttl_s=settings.unknown_ref_ttl_s,
                                 max_parked=settings.max_parked)
         self._consumed: dict[tuple[str, int], int] = {}  # per partition: past the last record read
+        self._outbox_partitions: int | None = None  # all agencies' outbox partitions, when counted
+        self._counted_at = 0.0
         self._next_sweep = time.monotonic() + settings.state_sweep_interval_s
         self._pipeline: Pipeline | None = None
         self._started = False
@@ -194,6 +197,7 @@ class Router:
     # -- partitions (called inside consume(), between transactions) -----------------------------
     async def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self._outbox_partitions = None  # count them again: another instance may have left
         self.metrics.partitions.set(len(self._owned))
         log.info("partitions assigned", count=len(partitions), owned=len(self._owned))
 
@@ -202,6 +206,7 @@ class Router:
             await self._settle()  # the transaction in flight commits before its partitions go
         gone = [(tp.topic, tp.partition) for tp in partitions]
         self._owned.difference_update(gone)
+        self._outbox_partitions = None
         self._parking.drop(gone)  # the new owner reads them again from the committed offset
         for where in gone:
             self._consumed.pop(where, None)
@@ -301,7 +306,7 @@ class Router:
             if refs and self._parking.has_room() and not all(
                     self._parking.known_missing(ref, now) for ref in refs):
                 self._parking.park(src, item, refs, now)
-                self.metrics.catch_ups.inc()
+                self.metrics.parked_total.inc()
                 continue
             pipeline.handle(src, item, out)
         sources = [p.source for p in released] + fresh
@@ -351,8 +356,31 @@ class Router:
         instance may have routed it (a message id belongs to whoever routed it first)."""
         pipeline = self._pipeline
         assert pipeline is not None
-        if any(pipeline.unseen_id(item) for item in decoded):
+        if any(pipeline.unseen_id(item) for item in decoded) and not await self._alone():
+            self.metrics.catch_ups.inc(sum(bool(pipeline.unknown_refs(item, out)) for item in decoded))
             await self.state.catch_up_routed(self.settings.catch_up_timeout_s)
+
+    async def _alone(self) -> bool:
+        """Whether this instance owns every outbox partition, and has read `bus.routed` up to date
+        since it came to: then no other instance can have routed a message it has not seen, and
+        the per-batch read of the shared state is skipped. Counted again after every assignment
+        change and every metadata refresh interval (a new agency's outboxes belong to no one yet)."""
+        consumer = self._consumer
+        assert consumer is not None
+        now = time.monotonic()
+        stale = now - self._counted_at > self.settings.metadata_max_age_ms / 1000
+        if self._outbox_partitions is None or stale:
+            pattern = re.compile(self.settings.topics.outbox_pattern)
+            try:
+                metadata = await consumer.list_topics(timeout=5)
+            except KafkaException:
+                return False
+            total = sum(len(t.partitions) for name, t in metadata.topics.items() if pattern.match(name))
+            changed = self._outbox_partitions is None  # then read the others' last writes first
+            if changed and not await self.state.catch_up_routed(self.settings.catch_up_timeout_s):
+                return False
+            self._outbox_partitions, self._counted_at = total, now
+        return len(self._owned) >= self._outbox_partitions
 
     async def _sweep(self) -> None:
         """Delete the state entries that expired (tombstones, in a transaction of their own)."""

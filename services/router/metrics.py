@@ -44,8 +44,11 @@ class RouterMetrics:
         self.partitions = Gauge("liaison_router_assigned_partitions", "Outbox partitions owned.",
                                 registry=registry)
         self.catch_ups = Counter("liaison_router_state_catch_ups_total",
-                                 "Records parked to wait for a message they cite, not seen here yet.",
+                                 "Reads of the shared state on a message citing one not seen yet.",
                                  registry=registry)
+        self.parked_total = Counter("liaison_router_parked_total",
+                                    "Records parked to wait for a message they cite, not seen here yet.",
+                                    registry=registry)
         self.parked = Gauge("liaison_router_parked_records",
                             "Records waiting for a message they cite (the others are routed meanwhile).",
                             registry=registry)
