@@ -46,8 +46,10 @@ class Store(Mapping[str, Any]):
     """The storage of one compacted table: a mapping plus the positions it reflects."""
 
     @abstractmethod
-    def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None) -> None:
-        """Write values (None deletes) and, atomically with them, the positions they reach."""
+    def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None,
+              encoded: Mapping[str, bytes] | None = None) -> None:
+        """Write values (None deletes) and, atomically with them, the positions they reach.
+        `encoded`: the JSON bytes of some of the values, as read from the topic (not encoded again)."""
 
     @abstractmethod
     def positions(self) -> dict[int, int]: ...
@@ -82,7 +84,8 @@ class MemoryStore(dict[str, Any], Store):
         super().__init__()
         self._positions, self._source = {}, None
 
-    def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None) -> None:
+    def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None,
+              encoded: Mapping[str, bytes] | None = None) -> None:
         for key, value in changes.items():
             if value is None:
                 self.pop(key, None)
@@ -209,14 +212,17 @@ class DiskStore(Store):
         return found
 
     # -- writes ---------------------------------------------------------------------------------
-    def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None) -> None:
+    def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None,
+              encoded: Mapping[str, bytes] | None = None) -> None:
         batch = WriteBatch(raw_mode=True)
+        known = encoded or {}
         for key, value in changes.items():
             raw = key.encode()
             if value is None:
                 batch.delete(_DATA + raw)
                 continue
-            batch.put(_DATA + raw, _dumps(value))
+            data = known.get(key)
+            batch.put(_DATA + raw, data if data is not None else _dumps(value))
             at = expires_at(value)
             if at is not None:
                 batch.put(_EXPIRY + b"%016d\x00" % at + raw, b"")

@@ -140,12 +140,19 @@ class CompactedTable(AsyncResource):
             self._consumer = None
         self.items.close()
 
-    def put_local(self, key: str, value: Any) -> None:
-        """Apply a write this process just committed, before the topic echoes it back."""
-        self._apply({key: value})
+    def put_local(self, key: str, value: Any, encoded: bytes | None = None) -> None:
+        """Apply a write this process just committed, before the topic echoes it back; `encoded` is
+        the value's JSON as written, when at hand."""
+        self._apply({key: value}, encoded={key: encoded} if encoded is not None else None)
 
-    def _apply(self, changes: dict[str, Any], positions: dict[int, int] | None = None) -> None:
-        self.items.apply(changes, positions)
+    def put_many_local(self, changes: dict[str, Any], encoded: dict[str, bytes] | None = None) -> None:
+        """`put_local` for many keys, in one write."""
+        if changes:
+            self._apply(changes, encoded=encoded)
+
+    def _apply(self, changes: dict[str, Any], positions: dict[int, int] | None = None,
+               encoded: dict[str, bytes] | None = None) -> None:
+        self.items.apply(changes, positions, encoded)
         if self._on_change is not None and changes:
             self._on_change(changes)
 
@@ -154,6 +161,7 @@ class CompactedTable(AsyncResource):
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
             changes: dict[str, Any] = {}
+            encoded: dict[str, bytes] = {}
             before = dict(self._positions)
             for tp, records in batches.items():
                 self.records_read += len(records)
@@ -161,7 +169,10 @@ class CompactedTable(AsyncResource):
                     if rec.key is None:
                         continue
                     try:
-                        changes[rec.key.decode()] = None if rec.value is None else self._decode(rec.value)
+                        key = rec.key.decode()
+                        changes[key] = None if rec.value is None else self._decode(rec.value)
+                        if rec.value is not None and self._decode is json_value:
+                            encoded[key] = rec.value
                     except ValueError as exc:
                         log.warning("unreadable table record skipped", topic=self.topic,
                                     offset=rec.offset, error=str(exc))
@@ -170,7 +181,7 @@ class CompactedTable(AsyncResource):
             for tp in self._consumer.assignment():
                 self._positions[tp] = max(self._positions.get(tp, 0), await self._consumer.position(tp))
             moved = {tp.partition: at for tp, at in self._positions.items() if before.get(tp) != at}
-            self._apply(changes, moved)  # the values and the positions they reach, in one write
+            self._apply(changes, moved, encoded)  # the values and the positions they reach, in one write
             async with self._advanced:
                 self._advanced.notify_all()
 

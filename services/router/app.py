@@ -423,8 +423,9 @@ class Router:
             producer.begin_transaction()
             for o in out.outputs:
                 self._produce(producer, o.topic, o.key, o.value)
-            for topic, updates in ((names.routed, out.routed), (names.consents, out.consents),
-                                   (names.queries, out.queries)):
+            for k, v in out.routed.items():  # kept encoded: the state store takes the same bytes
+                self._produce(producer, names.routed, k.encode(), out.encoded.setdefault(k, json_bytes(v)))
+            for topic, updates in ((names.consents, out.consents), (names.queries, out.queries)):
                 for k, v in updates.items():
                     self._produce(producer, topic, k.encode(), json_bytes(v))
             metadata = await consumer.consumer_group_metadata()
@@ -481,8 +482,7 @@ class Router:
 
     def _committed(self, out: BatchOutcome, records: int, seconds: float) -> None:
         """Apply our own writes to the state view at once, then count."""
-        for key, value in out.routed.items():
-            self.state.routed.put_local(key, value)
+        self.state.routed.put_many_local(out.routed, out.encoded)
         for key, value in out.consents.items():
             self.state.consents.put_local(key, value)
         for key, value in out.queries.items():

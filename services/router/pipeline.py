@@ -63,6 +63,7 @@ class BatchOutcome:
     decisions: list[tuple[str, str, str | None]] = field(default_factory=list)  # type, outcome, reason
     dead_letters: list[str] = field(default_factory=list)  # error codes
     created_ms: list[int] = field(default_factory=list)  # record timestamps, for latency
+    encoded: dict[str, bytes] = field(default_factory=dict)  # routed values as written to bus.routed
     parent: BatchOutcome | None = None
 
     def child(self) -> BatchOutcome:
