@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,6 @@ class SchemaMismatch(DecodeError):
     code = "SCHEMA_MISMATCH"
 
 
-
-
 def strip_logical_types(node: Any) -> Any:
     """The same schema without logicalType annotations (identical on the wire)."""
     if isinstance(node, dict):
@@ -76,6 +75,157 @@ def split_header(data: bytes | None) -> int:
     return int(HEADER.unpack_from(data)[1])
 
 
+# -- compiled writers ------------------------------------------------------------------------------
+# fastavro's writer interprets the schema for every value (about 1 µs a field); the router writes a
+# Receipt and an AuditRecord for every message it routes. A writer compiled to Python source per
+# schema does the same work in straight-line code, several times faster, with the same bytes.
+
+_MIN_LONG, _MAX_LONG = -(2**63), 2**63 - 1
+_MIN_INT, _MAX_INT = -(2**31), 2**31 - 1
+_SHORT = [bytes([n << 1]) for n in range(64)]
+"""The varint of a length below 64: one byte."""
+
+
+def _varint(n: int) -> bytes:
+    """Avro's zigzag varint of a long."""
+    if not _MIN_LONG <= n <= _MAX_LONG:
+        raise OverflowError(f"{n} does not fit an Avro long")
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _int(n: int) -> bytes:
+    """An Avro int: a long that fits 32 bits (fastavro would write a longer one unchecked)."""
+    if not _MIN_INT <= n <= _MAX_INT:
+        raise OverflowError(f"{n} does not fit an Avro int")
+    return _varint(n)
+
+
+def _bytes(value: Any) -> bytes:
+    """The bytes of a `bytes` value, as fastavro accepts them (any bytes-like object)."""
+    return value if type(value) is bytes else bytes(memoryview(value))
+
+
+_PRIMITIVES: dict[str, tuple[str, ...]] = {
+    "null": ("if {v} is not None: raise TypeError('null expected')",),
+    "boolean": ("o += b'\\x01' if {v} else b'\\x00'",),
+    "int": ("o += _int({v})",),
+    "long": ("o += _varint({v})",),
+    "string": ("if not isinstance({v}, str): raise TypeError('must be string')", "{b} = {v}.encode()",
+               "{n} = len({b})", "o += _SHORT[{n}] if {n} < 64 else _varint({n})", "o += {b}"),
+    "bytes": ("{b} = _bytes({v})", "o += _varint(len({b}))", "o += {b}"),
+}
+"""Source lines writing a primitive value `v` to the bytearray `o` (`b`, `n`: temporaries)."""
+
+
+class _WriterSource:
+    """Python source of a writer for one parsed schema: one function per named record."""
+
+    def __init__(self, named: Mapping[str, Any]) -> None:
+        self.named = named
+        self.functions: dict[str, list[str]] = {}  # record name -> its function's lines
+        self.constants: dict[str, Any] = {}
+        self._temp = 0
+
+    def constant(self, value: Any) -> str:
+        name = f"_c{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def temp(self) -> str:
+        self._temp += 1
+        return f"v{self._temp}"
+
+    def record(self, schema: Mapping[str, Any]) -> str:
+        """The name of the function writing record `schema` (compiled on first use)."""
+        fn = "w_" + "".join(c if c.isalnum() else "_" for c in schema["name"])
+        if fn not in self.functions:
+            lines: list[str] = []
+            self.functions[fn] = lines
+            for field in schema["fields"]:
+                v = self.temp()
+                name, kind = field["name"], field["type"]
+                if "default" in field:
+                    lines.append(f"{v} = r.get({name!r}, {self.constant(field['default'])})")
+                elif _nullable(kind):
+                    lines.append(f"{v} = r.get({name!r})")
+                else:
+                    lines.append(f"{v} = r[{name!r}]")
+                lines += self.value(kind, v)
+        return fn
+
+    def value(self, kind: Any, v: str) -> list[str]:
+        """Lines appending the encoding of the value in variable `v` to `o`."""
+        if isinstance(kind, str) and kind in self.named:
+            kind = self.named[kind]
+        if isinstance(kind, list):
+            return self.union(kind, v)
+        if isinstance(kind, dict) and kind["type"] in _PRIMITIVES:
+            kind = kind["type"]
+        if isinstance(kind, str) and kind in _PRIMITIVES:
+            b, n = self.temp(), self.temp()
+            return [line.format(v=v, b=b, n=n) for line in _PRIMITIVES[kind]]
+        if not isinstance(kind, dict):
+            raise _Unsupported(kind)
+        if kind["type"] == "enum":
+            return [f"o += {self.constant({s: _varint(i) for i, s in enumerate(kind['symbols'])})}[{v}]"]
+        if kind["type"] == "record":
+            return [f"{self.record(kind)}({v}, o)"]
+        if kind["type"] not in ("array", "map"):
+            raise _Unsupported(kind)
+        item = self.temp()
+        if kind["type"] == "array":
+            loop, body = f"for {item} in {v}:", self.value(kind["items"], item)
+        else:
+            key = self.temp()
+            loop = f"for {key}, {item} in {v}.items():"
+            body = self.value("string", key) + self.value(kind["values"], item)
+        return [f"if len({v}):", f"    o += _varint(len({v}))", f"    {loop}",
+                *(f"        {line}" for line in body), "o += b'\\x00'"]
+
+    def union(self, branches: list[Any], v: str) -> list[str]:
+        """A union of null and one other type, the only unions of the contract."""
+        if len(branches) != 2 or "null" not in branches:
+            raise _Unsupported(branches)
+        null = branches.index("null")
+        other = branches[1 - null]
+        return [f"if {v} is None:", f"    o += {_varint(null)!r}", "else:", f"    o += {_varint(1 - null)!r}",
+                *(f"    {line}" for line in self.value(other, v))]
+
+
+class _Unsupported(Exception):  # a schema the compiled writer does not cover: fastavro writes it
+    pass
+
+
+def _nullable(kind: Any) -> bool:
+    return kind == "null" or (isinstance(kind, list) and "null" in kind)
+
+
+def compile_writer(parsed: Any, header: bytes) -> Callable[[Mapping[str, Any]], bytes] | None:
+    """`record -> header + Avro binary` for a parsed record schema, or None when it uses a type the
+    compiled writer does not cover (fixed, float, double, other unions): fastavro writes those."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    source = _WriterSource(parsed.get("__named_schemas", {}))
+    try:
+        top = source.record(parsed)
+    except _Unsupported:
+        return None
+    lines = [f"def {fn}(r, o):\n" + "".join(f"    {line}\n" for line in body)
+             for fn, body in source.functions.items()]
+    lines.append(f"def write(r):\n    o = bytearray({header!r})\n    {top}(r, o)\n    return bytes(o)\n")
+    scope: dict[str, Any] = {"_varint": _varint, "_int": _int, "_bytes": _bytes, "_SHORT": _SHORT,
+                             **source.constants}
+    exec(compile("".join(lines), f"<writer of {parsed['name']}>", "exec"), scope)  # noqa: S102  # our own source
+    writer: Callable[[Mapping[str, Any]], bytes] = scope["write"]
+    return writer
+
+
 @dataclass(frozen=True, slots=True)
 class WriterSchema:
     """A schema as registered: its id, record name, and parsed forms for reading."""
@@ -97,6 +247,7 @@ class Codec:
         self._by_id: dict[int, WriterSchema] = {}
         self._write: dict[str, tuple[bytes, Any]] = {}  # name -> (header, parsed schema)
         self._local: dict[str, tuple[str, Any]] = {}  # name -> (canonical form, parsed schema)
+        self._writers: dict[str, Callable[[Mapping[str, Any]], bytes]] = {}  # name -> compiled writer
 
     # -- what the codec knows -------------------------------------------------------------------
     def use(self, name: str, schema: dict[str, Any] | str, schema_id: int) -> None:
@@ -104,6 +255,11 @@ class Codec:
         parsed = parse_wire_schema(schema)
         self._local[name] = (fastavro.schema.to_parsing_canonical_form(parsed), parsed)
         self._write[name] = (HEADER.pack(MAGIC_BYTE, schema_id), parsed)
+        writer = compile_writer(parsed, HEADER.pack(MAGIC_BYTE, schema_id))
+        if writer is None:
+            self._writers.pop(name, None)
+        else:
+            self._writers[name] = writer
         self.learn(schema_id, schema)
 
     def learn(self, schema_id: int, schema: dict[str, Any] | str) -> WriterSchema:
@@ -133,12 +289,15 @@ class Codec:
             header, parsed = self._write[name]
         except KeyError:
             raise EncodeError(f"no schema registered for record type {name}") from None
-        buf = io.BytesIO()
-        buf.write(header)
+        writer = self._writers.get(name)
         try:
+            if writer is not None:
+                return writer(record)
+            buf = io.BytesIO()
+            buf.write(header)
             schemaless_writer(buf, parsed, record)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            raise EncodeError(f"{name} record does not fit its schema: {exc}") from None
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError) as exc:
+            raise EncodeError(f"{name} record does not fit its schema: {exc!r}") from None
         return buf.getvalue()
 
     def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,91 @@
+"""The codec's compiled writers give fastavro's bytes for every record of the contract, and refuse
+what does not fit the schema as fastavro does (with EncodeError)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from fastavro import schemaless_writer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from liaison.codec import HEADER, Codec, EncodeError, compile_writer, parse_wire_schema
+from liaison.schemas import RECORD_TYPES, load_catalog
+from tests.avro_strategies import records
+
+CATALOG = load_catalog()
+
+
+def _codec() -> Codec:
+    codec = Codec()
+    for schema_id, name in enumerate(RECORD_TYPES, start=1):
+        codec.use(name, CATALOG.standalone(name), schema_id)
+    return codec
+
+
+CODEC = _codec()
+
+
+def _fastavro(name: str, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    buf.write(HEADER.pack(0, CODEC.schema_id_of(name)))
+    schemaless_writer(buf, parse_wire_schema(CATALOG.standalone(name)), record)
+    return buf.getvalue()
+
+
+def _letter(**changes: Any) -> dict[str, Any]:
+    """A DeadLetter with only its required fields (the others have defaults)."""
+    return {"dead_letter_id": "d", "failed_at": 1, "service": "s", "source_topic": "t",
+            "source_partition": 0, "source_offset": 2, "error_code": "E", "error": "why", **changes}
+
+
+def test_every_record_type_has_a_compiled_writer() -> None:
+    """Else the codec silently falls back to the slower writer for that type."""
+    header = HEADER.pack(0, 1)
+    assert [name for name in RECORD_TYPES
+            if compile_writer(parse_wire_schema(CATALOG.standalone(name)), header) is None] == []
+
+
+@pytest.mark.parametrize("name", RECORD_TYPES)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=st.data())
+def test_same_bytes_as_fastavro(name: str, data: st.DataObject) -> None:
+    record = data.draw(records(CATALOG.standalone(name)))
+    assert CODEC.encode(name, record) == _fastavro(name, record)
+    assert CODEC.decode(CODEC.encode(name, record)) == (name, record)
+
+
+@pytest.mark.parametrize("value", [-1, 0, 63, 64, -65, 2**31 - 1, -(2**31), 2**62, 2**63 - 1, -(2**63)])
+def test_longs_at_the_varint_edges(value: int) -> None:
+    record = _letter(failed_at=value, source_offset=value)
+    assert CODEC.encode("DeadLetter", record) == _fastavro("DeadLetter", record)
+
+
+def test_missing_fields_take_their_defaults() -> None:
+    """A field left out is written as its schema default (null for a union without one)."""
+    record = _letter()
+    assert CODEC.decode(CODEC.encode("DeadLetter", record))[1]["headers"] == {}
+    assert CODEC.encode("DeadLetter", record) == _fastavro("DeadLetter", record)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("service", None), ("service", b"bytes"), ("service", 5), ("service", "\ud800"),
+    ("failed_at", "1"), ("failed_at", 1.5), ("failed_at", 2**63), ("source_partition", 2**31),
+    ("headers", {"k": "text"}), ("headers", {1: b"v"}), ("key", "text"), ("error_code", 3),
+])
+def test_what_does_not_fit_is_refused(field: str, value: Any) -> None:
+    record = _letter(**{field: value})
+    with pytest.raises(EncodeError):
+        CODEC.encode("DeadLetter", record)
+
+
+def test_a_missing_field_without_default_is_refused() -> None:
+    with pytest.raises(EncodeError):
+        CODEC.encode("DeadLetter", {"dead_letter_id": "d"})
+
+
+def test_unknown_enum_symbol_is_refused() -> None:
+    with pytest.raises(EncodeError):
+        CODEC.encode("Receipt", {"envelope": {}, "kind": "NOT_A_KIND"})
