@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,16 @@ class TruncatedRecord(DecodeError):
 
 class SchemaMismatch(DecodeError):
     code = "SCHEMA_MISMATCH"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def random_uuid() -> str:
+    """`str(uuid.uuid4())` in a third of the time: the same 122 random bits, version and variant,
+    without building a UUID object (the router makes two per message it routes)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def strip_logical_types(node: Any) -> Any:

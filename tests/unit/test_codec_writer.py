@@ -1,9 +1,10 @@
 """The codec's compiled writers give fastavro's bytes for every record of the contract, and refuse
-what does not fit the schema as fastavro does (with EncodeError)."""
+what does not fit the schema as fastavro does (with EncodeError); its uuids are uuid4's."""
 
 from __future__ import annotations
 
 import io
+import uuid
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from fastavro import schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liaison.codec import HEADER, Codec, EncodeError, compile_writer, parse_wire_schema
+from liaison.codec import HEADER, Codec, EncodeError, compile_writer, parse_wire_schema, random_uuid
 from liaison.schemas import RECORD_TYPES, load_catalog
 from tests.avro_strategies import records
 
@@ -89,3 +90,13 @@ def test_a_missing_field_without_default_is_refused() -> None:
 def test_unknown_enum_symbol_is_refused() -> None:
     with pytest.raises(EncodeError):
         CODEC.encode("Receipt", {"envelope": {}, "kind": "NOT_A_KIND"})
+
+
+def test_random_uuids_are_version_4_in_canonical_form() -> None:
+    """What `str(uuid.uuid4())` gives: canonical text, version 4, RFC 4122 variant, all different."""
+    made = [random_uuid() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+    assert {text[19] for text in made} == set("89ab")  # every variant nibble occurs
