@@ -170,14 +170,19 @@ class _WriterSource:
                 lines += self.value(kind, v)
         return fn
 
-    def value(self, kind: Any, v: str) -> list[str]:
-        """Lines appending the encoding of the value in variable `v` to `o`."""
+    def resolve(self, kind: Any) -> Any:
+        """A named type's definition for its name; a primitive's name for its object form."""
         if isinstance(kind, str) and kind in self.named:
             kind = self.named[kind]
-        if isinstance(kind, list):
-            return self.union(kind, v)
         if isinstance(kind, dict) and kind["type"] in _PRIMITIVES:
             kind = kind["type"]
+        return kind
+
+    def value(self, kind: Any, v: str) -> list[str]:
+        """Lines appending the encoding of the value in variable `v` to `o`."""
+        kind = self.resolve(kind)
+        if isinstance(kind, list):
+            return self.union(kind, v)
         if isinstance(kind, str) and kind in _PRIMITIVES:
             b, n = self.temp(), self.temp()
             return [line.format(v=v, b=b, n=n) for line in _PRIMITIVES[kind]]
@@ -237,6 +242,133 @@ def compile_writer(parsed: Any, header: bytes) -> Callable[[Mapping[str, Any]], 
     return writer
 
 
+# -- compiled readers ------------------------------------------------------------------------------
+# The same idea for the one record the router reads per message. Whatever the bytes, a compiled
+# reader raises only EOFError (the data ends early) or ValueError / UnicodeDecodeError (they do not
+# match the schema), which `Codec.decode` turns into its DecodeErrors.
+
+def _read_long(d: bytes, p: int) -> tuple[int, int]:
+    """A zigzag varint at `d[p:]` of at most 10 bytes: (value, next position)."""
+    b = d[p]
+    n, shift = b & 0x7F, 7
+    while b & 0x80:
+        p += 1
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+        b = d[p]
+        n |= (b & 0x7F) << shift
+        shift += 7
+    return (n >> 1) ^ -(n & 1), p + 1
+
+
+class _ReaderSource(_WriterSource):
+    """Python source of a reader for one parsed schema: one function per named record, each
+    `(data, position) -> (record, next position)`."""
+
+    def record(self, schema: Mapping[str, Any]) -> str:
+        fn = "r_" + "".join(c if c.isalnum() else "_" for c in schema["name"])
+        if fn not in self.functions:
+            lines: list[str] = []
+            self.functions[fn] = lines
+            names = []
+            for field in schema["fields"]:
+                v = self.temp()
+                names.append(f"{field['name']!r}: {v}")
+                lines += self.value(field["type"], v)
+            lines.append(f"return {{{', '.join(names)}}}, p")
+        return fn
+
+    def long(self, v: str) -> list[str]:
+        """Lines reading a long into `v`: one byte inline, longer ones by `_read_long`."""
+        return ["b = d[p]", "if b < 0x80:", f"    {v} = (b >> 1) ^ -(b & 1)", "    p += 1",
+                "else:", f"    {v}, p = _read_long(d, p)"]
+
+    def sized(self, v: str) -> list[str]:
+        """Lines reading a length-prefixed bytes value into `v`."""
+        return [*self.long(v), f"if {v} < 0: raise ValueError('negative length')",
+                f"e = p + {v}", "if e > len(d): raise EOFError('data ends inside a value')",
+                f"{v} = d[p:e]", "p = e"]
+
+    def value(self, kind: Any, v: str) -> list[str]:
+        """Lines reading a value of `kind` into variable `v`."""
+        kind = self.resolve(kind)
+        if isinstance(kind, list):
+            return self.union(kind, v)
+        if isinstance(kind, str):
+            return self.primitive(kind, v)
+        if not isinstance(kind, dict):
+            raise _Unsupported(kind)
+        if kind["type"] == "enum":
+            symbols, top = self.constant(tuple(kind["symbols"])), len(kind["symbols"])
+            return [*self.long(v), f"if not 0 <= {v} < {top}: raise ValueError('no such symbol')",
+                    f"{v} = {symbols}[{v}]"]
+        if kind["type"] == "record":
+            return [f"{v}, p = {self.record(kind)}(d, p)"]
+        return self.repeated(kind, v)
+
+    def primitive(self, kind: str, v: str) -> list[str]:
+        if kind == "null":
+            return [f"{v} = None"]
+        if kind == "boolean":
+            return [f"{v} = d[p] != 0", "p += 1"]  # as fastavro reads it
+        if kind in ("int", "long"):
+            return self.long(v)
+        if kind == "bytes":
+            return self.sized(v)
+        if kind == "string":
+            return [*self.sized(v), f"{v} = {v}.decode()"]
+        raise _Unsupported(kind)
+
+    def repeated(self, kind: Mapping[str, Any], v: str) -> list[str]:
+        """An array or a map, in blocks (a negative count is followed by the block's size)."""
+        if kind["type"] not in ("array", "map"):
+            raise _Unsupported(kind)
+        if kind["type"] == "array" and self.resolve(kind["items"]) == "null":
+            raise _Unsupported(kind)  # items of no bytes: the count could not be checked
+        count, item = self.temp(), self.temp()
+        if kind["type"] == "array":
+            body, add, empty = self.value(kind["items"], item), f"{v}.append({item})", "[]"
+        else:
+            key = self.temp()
+            body, add, empty = [*self.value("string", key), *self.value(kind["values"], item)], \
+                f"{v}[{key}] = {item}", "{}"
+        return [f"{v} = {empty}", "while True:", *(f"    {line}" for line in self.long(count)),
+                f"    if {count} == 0: break", f"    if {count} < 0:", f"        {count} = -{count}",
+                *(f"        {line}" for line in self.long("_")),
+                # every item takes a byte at least (no schema of ours has arrays of null)
+                f"    if {count} > len(d) - p: raise EOFError('more items than bytes')",
+                f"    for _ in range({count}):", *(f"        {line}" for line in body),
+                f"        {add}"]
+
+    def union(self, branches: list[Any], v: str) -> list[str]:
+        if len(branches) != 2 or "null" not in branches:
+            raise _Unsupported(branches)
+        null = branches.index("null")
+        return [*self.long(v), f"if {v} == {null}:", f"    {v} = None", f"elif {v} == {1 - null}:",
+                *(f"    {line}" for line in self.value(branches[1 - null], v)),
+                "else:", "    raise ValueError('no such branch of the union')"]
+
+
+def compile_reader(parsed: Any) -> Callable[[bytes, int], tuple[dict[str, Any], int]] | None:
+    """`(data, position) -> (record, position after it)` for a parsed record schema, or None when
+    it uses a type the compiled reader does not cover: fastavro reads those."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    source = _ReaderSource(parsed.get("__named_schemas", {}))
+    try:
+        top = source.record(parsed)
+    except _Unsupported:
+        return None
+    lines = [f"def {fn}(d, p):\n" + "".join(f"    {line}\n" for line in body)
+             for fn, body in source.functions.items()]
+    lines.append(f"def read(d, p):\n    try:\n        return {top}(d, p)\n    except IndexError:\n"
+                 "        raise EOFError('data ends inside a value') from None\n")
+    scope: dict[str, Any] = {"_read_long": _read_long, **source.constants}
+    exec(compile("".join(lines), f"<reader of {parsed['name']}>", "exec"), scope)  # noqa: S102  # our own source
+    reader: Callable[[bytes, int], tuple[dict[str, Any], int]] = scope["read"]
+    return reader
+
+
 @dataclass(frozen=True, slots=True)
 class WriterSchema:
     """A schema as registered: its id, record name, and parsed forms for reading."""
@@ -245,6 +377,7 @@ class WriterSchema:
     name: str
     parsed: Any
     reader: Any | None  # our local version of the same type when it differs from the writer's
+    read: Callable[[bytes, int], tuple[dict[str, Any], int]] | None = None  # compiled, when no reader
 
 
 class Codec:
@@ -283,7 +416,8 @@ class Codec:
             canonical, local = self._local[name]
             if fastavro.schema.to_parsing_canonical_form(parsed) != canonical:
                 reader = local
-        entry = WriterSchema(schema_id, name, parsed, reader)
+        entry = WriterSchema(schema_id, name, parsed, reader,
+                             compile_reader(parsed) if reader is None else None)
         self._by_id[schema_id] = entry
         return entry
 
@@ -318,6 +452,8 @@ class Codec:
         entry = self._by_id.get(schema_id)
         if entry is None:
             raise UnknownSchemaId(schema_id)
+        if entry.read is not None:
+            return entry.name, self._read(entry, data)
         buf = io.BytesIO(data)
         buf.seek(HEADER_SIZE)
         try:
@@ -334,3 +470,20 @@ class Codec:
         if not isinstance(record, dict):
             raise SchemaMismatch(f"schema {schema_id} is not a record schema")
         return entry.name, record
+
+    @staticmethod
+    def _read(entry: WriterSchema, data: bytes) -> dict[str, Any]:
+        """A record by the entry's compiled reader, with the DecodeErrors of fastavro's path."""
+        assert entry.read is not None
+        try:
+            record, end = entry.read(data, HEADER_SIZE)
+        except EOFError as exc:
+            raise TruncatedRecord(f"record ends early for schema {entry.schema_id} ({entry.name}): "
+                                  f"{exc or 'end of data'}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SchemaMismatch(f"bytes do not match schema {entry.schema_id} ({entry.name}): {exc}") \
+                from None
+        if end != len(data):
+            raise SchemaMismatch(f"{len(data) - end} bytes left over after reading schema "
+                                 f"{entry.schema_id} ({entry.name})")
+        return record
