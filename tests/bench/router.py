@@ -162,8 +162,9 @@ async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> float:
     raise TimeoutError(f"condition not met within {timeout_s} s")
 
 
-async def latency(bus: Bus, workdir: Path) -> tuple[float, float, int]:
-    """p50 and p99 ms from publish to committed in the inbox, at RATE msg/s."""
+async def latency(bus: Bus, workdir: Path, **env: str) -> tuple[float, float, int]:
+    """p50 and p99 ms from publish to committed in the inbox, at RATE msg/s; `env` overrides the
+    router's settings (`LIAISON_BATCH_TIMEOUT_MS=...`), to try other values."""
     count = int(RATE * LATENCY_SECONDS)
     messages = _messages(bus, count, "lat")
     inbox = bus.topics.inbox("Alert", RECIPIENT)
@@ -173,7 +174,8 @@ async def latency(bus: Bus, workdir: Path) -> tuple[float, float, int]:
     await consumer.start()
     await consumer.seek_to_end()
     port = free_port()
-    router = start_router_process(bus, workdir, "bench-router-latency", LIAISON_METRICS_PORT=str(port))
+    router = start_router_process(bus, workdir, f"bench-router-latency-{len(env)}-{id(env)}",
+                                  LIAISON_METRICS_PORT=str(port), **env)
     producer = AIOKafkaProducer(bootstrap_servers=bus.settings.bootstrap_servers, linger_ms=0,
                                 enable_idempotence=True)
     await producer.start()
