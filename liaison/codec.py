@@ -225,21 +225,30 @@ def _nullable(kind: Any) -> bool:
 def compile_writer(parsed: Any, header: bytes) -> Callable[[Mapping[str, Any]], bytes] | None:
     """`record -> header + Avro binary` for a parsed record schema, or None when it uses a type the
     compiled writer does not cover (fixed, float, double, other unions): fastavro writes those."""
+    entry = f"def write(r):\n    o = bytearray({header!r})\n    {{top}}(r, o)\n    return bytes(o)\n"
+    writer: Callable[[Mapping[str, Any]], bytes] | None = _compile(
+        _WriterSource, parsed, "r, o", entry,
+        {"_varint": _varint, "_int": _int, "_bytes": _bytes, "_SHORT": _SHORT})
+    return writer
+
+
+def _compile(kind: type[_WriterSource], parsed: Any, args: str, entry: str, helpers: dict[str, Any]
+             ) -> Any:
+    """The function `entry` defines (`{top}`: the top record's function) over the functions `kind`
+    generates for `parsed`, each taking `args`; None when the schema is not covered."""
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         return None
-    source = _WriterSource(parsed.get("__named_schemas", {}))
+    source = kind(parsed.get("__named_schemas", {}))
     try:
         top = source.record(parsed)
     except _Unsupported:
         return None
-    lines = [f"def {fn}(r, o):\n" + "".join(f"    {line}\n" for line in body)
+    lines = [f"def {fn}({args}):\n" + "".join(f"    {line}\n" for line in body)
              for fn, body in source.functions.items()]
-    lines.append(f"def write(r):\n    o = bytearray({header!r})\n    {top}(r, o)\n    return bytes(o)\n")
-    scope: dict[str, Any] = {"_varint": _varint, "_int": _int, "_bytes": _bytes, "_SHORT": _SHORT,
-                             **source.constants}
-    exec(compile("".join(lines), f"<writer of {parsed['name']}>", "exec"), scope)  # noqa: S102  # our own source
-    writer: Callable[[Mapping[str, Any]], bytes] = scope["write"]
-    return writer
+    lines.append(entry.replace("{top}", top))
+    scope: dict[str, Any] = {**helpers, **source.constants}
+    exec(compile("".join(lines), f"<{kind.__name__} of {parsed['name']}>", "exec"), scope)  # noqa: S102  # our own source
+    return scope[entry[4:entry.index("(")]]
 
 
 # -- compiled readers ------------------------------------------------------------------------------
@@ -352,20 +361,10 @@ class _ReaderSource(_WriterSource):
 def compile_reader(parsed: Any) -> Callable[[bytes, int], tuple[dict[str, Any], int]] | None:
     """`(data, position) -> (record, position after it)` for a parsed record schema, or None when
     it uses a type the compiled reader does not cover: fastavro reads those."""
-    if not isinstance(parsed, dict) or parsed.get("type") != "record":
-        return None
-    source = _ReaderSource(parsed.get("__named_schemas", {}))
-    try:
-        top = source.record(parsed)
-    except _Unsupported:
-        return None
-    lines = [f"def {fn}(d, p):\n" + "".join(f"    {line}\n" for line in body)
-             for fn, body in source.functions.items()]
-    lines.append(f"def read(d, p):\n    try:\n        return {top}(d, p)\n    except IndexError:\n"
-                 "        raise EOFError('data ends inside a value') from None\n")
-    scope: dict[str, Any] = {"_read_long": _read_long, **source.constants}
-    exec(compile("".join(lines), f"<reader of {parsed['name']}>", "exec"), scope)  # noqa: S102  # our own source
-    reader: Callable[[bytes, int], tuple[dict[str, Any], int]] = scope["read"]
+    entry = ("def read(d, p):\n    try:\n        return {top}(d, p)\n    except IndexError:\n"
+             "        raise EOFError('data ends inside a value') from None\n")
+    reader: Callable[[bytes, int], tuple[dict[str, Any], int]] | None = _compile(
+        _ReaderSource, parsed, "d, p", entry, {"_read_long": _read_long})
     return reader
 
 

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from liaison.codec import (
     HEADER,
-    Codec,
     EncodeError,
     compile_reader,
     compile_writer,
@@ -25,18 +24,12 @@ from liaison.codec import (
 from liaison.errors import DecodeError
 from liaison.schemas import RECORD_TYPES, load_catalog
 from tests.avro_strategies import records
+from tests.bench.pipeline_cpu import codec
 
 CATALOG = load_catalog()
 
 
-def _codec() -> Codec:
-    codec = Codec()
-    for schema_id, name in enumerate(RECORD_TYPES, start=1):
-        codec.use(name, CATALOG.standalone(name), schema_id)
-    return codec
-
-
-CODEC = _codec()
+CODEC = codec()
 
 
 def _fastavro(name: str, record: dict[str, Any]) -> bytes:
