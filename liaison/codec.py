@@ -137,11 +137,24 @@ _PRIMITIVES: dict[str, tuple[str, ...]] = {
 class _WriterSource:
     """Python source of a writer for one parsed schema: one function per named record."""
 
+    prefix = "w"
+
     def __init__(self, named: Mapping[str, Any]) -> None:
         self.named = named
-        self.functions: dict[str, list[str]] = {}  # record name -> its function's lines
+        self.functions: dict[str, list[str]] = {}  # function name -> its lines
+        self._records: dict[str, str] = {}  # record name -> its function's name
         self.constants: dict[str, Any] = {}
         self._temp = 0
+
+    def function(self, schema: Mapping[str, Any]) -> tuple[str, list[str] | None]:
+        """The name of the function for record `schema`, and its lines to fill when it is new. The
+        name is made of ASCII only (the record's name, from a registry, is never part of the code)."""
+        found = self._records.get(schema["name"])
+        if found is not None:
+            return found, None
+        fn = self._records[schema["name"]] = f"{self.prefix}{len(self._records)}"
+        lines = self.functions[fn] = []
+        return fn, lines
 
     def constant(self, value: Any) -> str:
         name = f"_c{len(self.constants)}"
@@ -154,10 +167,8 @@ class _WriterSource:
 
     def record(self, schema: Mapping[str, Any]) -> str:
         """The name of the function writing record `schema` (compiled on first use)."""
-        fn = "w_" + "".join(c if c.isalnum() else "_" for c in schema["name"])
-        if fn not in self.functions:
-            lines: list[str] = []
-            self.functions[fn] = lines
+        fn, lines = self.function(schema)
+        if lines is not None:
             for field in schema["fields"]:
                 v = self.temp()
                 name, kind = field["name"], field["type"]
@@ -247,7 +258,7 @@ def _compile(kind: type[_WriterSource], parsed: Any, args: str, entry: str, help
              for fn, body in source.functions.items()]
     lines.append(entry.replace("{top}", top))
     scope: dict[str, Any] = {**helpers, **source.constants}
-    exec(compile("".join(lines), f"<{kind.__name__} of {parsed['name']}>", "exec"), scope)  # noqa: S102  # our own source
+    exec(compile("".join(lines), f"<{kind.__name__} of {parsed['name']!r}>", "exec"), scope)  # noqa: S102  # source made here, names and values of the schema only as repr() or constants
     return scope[entry[4:entry.index("(")]]
 
 
@@ -274,11 +285,11 @@ class _ReaderSource(_WriterSource):
     """Python source of a reader for one parsed schema: one function per named record, each
     `(data, position) -> (record, next position)`."""
 
+    prefix = "r"
+
     def record(self, schema: Mapping[str, Any]) -> str:
-        fn = "r_" + "".join(c if c.isalnum() else "_" for c in schema["name"])
-        if fn not in self.functions:
-            lines: list[str] = []
-            self.functions[fn] = lines
+        fn, lines = self.function(schema)
+        if lines is not None:
             names = []
             for field in schema["fields"]:
                 v = self.temp()

@@ -33,10 +33,7 @@ CODEC = codec()
 
 
 def _fastavro(name: str, record: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    buf.write(HEADER.pack(0, CODEC.schema_id_of(name)))
-    schemaless_writer(buf, parse_wire_schema(CATALOG.standalone(name)), record)
-    return buf.getvalue()
+    return HEADER.pack(0, CODEC.schema_id_of(name)) + _fastavro_bytes(CATALOG.standalone(name), record)
 
 
 def _letter(**changes: Any) -> dict[str, Any]:
@@ -134,3 +131,26 @@ def test_random_uuids_are_version_4_in_canonical_form() -> None:
         parsed = uuid.UUID(text)
         assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
     assert {text[19] for text in made} == set("89ab")  # every variant nibble occurs
+
+
+def test_names_from_a_schema_never_become_code() -> None:
+    """A registered schema may name its types and fields anything fastavro parses: quotes and
+    non-ASCII letters are data in the compiled code, and two records differing only there stay apart."""
+    odd = {"type": "record", "name": "ns.Ré²cord", "fields": [
+        {"name": "a'b\"c", "type": "string"},
+        {"name": "inner", "type": {"type": "record", "name": "ns.Ré³cord",
+                                   "fields": [{"name": "n", "type": "long"}]}}]}
+    parsed = parse_wire_schema(odd)
+    writer, reader = compile_writer(parsed, HEADER.pack(0, 9)), compile_reader(parsed)
+    assert writer is not None
+    assert reader is not None
+    record = {"a'b\"c": "hi", "inner": {"n": -3}}
+    data = writer(record)
+    assert data[HEADER.size:] == _fastavro_bytes(odd, record)
+    assert reader(data, HEADER.size) == (record, len(data))
+
+
+def _fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    schemaless_writer(buf, parse_wire_schema(schema), record)
+    return buf.getvalue()
