@@ -12,6 +12,7 @@ import io
 import json
 import os
 import struct
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +54,36 @@ class SchemaMismatch(DecodeError):
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+class _RandomHex:
+    """os.urandom's bytes as hex, read 4 KiB at a time: one system call per 256 uuids, not per uuid.
+    Thread-safe; a forked child starts with fresh bytes, never its parent's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hex, self._at = "", 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._hex, self._at = "", 0
+
+    def take32(self) -> str:
+        with self._lock:
+            at = self._at
+            if at >= len(self._hex):
+                self._hex, at = os.urandom(4096).hex(), 0
+            self._at = at + 32
+            return self._hex[at:at + 32]
+
+
+_RANDOM = _RandomHex()
+
+
 def random_uuid() -> str:
-    """`str(uuid.uuid4())` in a third of the time: the same 122 random bits, version and variant,
-    without building a UUID object (the router makes two per message it routes)."""
-    h = os.urandom(16).hex()
+    """`str(uuid.uuid4())` in a fraction of the time: the same 122 random bits from os.urandom,
+    version and variant, without a system call and a UUID object each (the router makes two per
+    message it routes)."""
+    h = _RANDOM.take32()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 

@@ -5,6 +5,7 @@ that are not a record with a DecodeError, whatever they hold. Its uuids are uuid
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from typing import Any
 
@@ -154,3 +155,18 @@ def _fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     schemaless_writer(buf, parse_wire_schema(schema), record)
     return buf.getvalue()
+
+
+def test_a_forked_child_does_not_repeat_its_parents_uuids() -> None:
+    """Random bytes are read ahead in bulk: a child must not reuse those its parent holds."""
+    random_uuid()  # the parent now holds bytes for the next ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then leave at once
+        os.write(write, random_uuid().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    assert child != random_uuid()
