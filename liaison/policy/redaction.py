@@ -103,7 +103,7 @@ def locate(record: Mapping[str, Any]) -> Found:
                 if cats:
                     found.update((IDENTIFIERS, cat) for cat in cats)
     criteria = record.get("criteria")
-    if type(criteria) is dict or isinstance(criteria, Mapping):
+    if criteria is not None and (type(criteria) is dict or isinstance(criteria, Mapping)):
         for key in criteria:
             found.update((CRITERIA, cat) for cat in biometric_categories(key))
     return frozenset(found)
