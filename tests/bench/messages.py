@@ -1,6 +1,6 @@
 """The alerts every router benchmark sends, in the two sizes the README states.
 
-`small`: a diffusion with no subject to speak of (~160 bytes on the wire), the router's fixed cost
+`small`: a diffusion with no subject to speak of (~165 bytes on the wire), the router's fixed cost
 per message. `realistic`: a diffusion about a wanted person as agencies send them (~2 kB): a subject
 with identity, aliases and identity documents, the offence, a description, purpose, legal basis and
 grading; no biometrics, so nothing is redacted and the router delivers the original bytes.
