@@ -322,8 +322,8 @@ class PolicyEngine:
         m.expired = expires is not None and expires <= now
         declared = env.get("data_categories")
         protected = BIOMETRIC_CATEGORIES.intersection(declared) if declared else _NO_ONE
-        if record.get("subject") or record.get("criteria"):
-            found = locate(record)
+        found = locate(record) if record.get("subject") or record.get("criteria") else None
+        if found:  # most messages hold no biometric data: no sets to build
             m.protected = protected.union(cat for _, cat in found)
             m.found = frozenset(f for f in found if f[0] != BIOMETRICS)
         else:

@@ -92,16 +92,18 @@ def _categories_of(name: str) -> frozenset[str]:
 def locate(record: Mapping[str, Any]) -> Found:
     """(place, category) for every piece of biometric data the record holds, declared or not."""
     found: set[tuple[str, str]] = set()
-    subject = record.get("subject")
-    if isinstance(subject, Mapping):
+    subject = record.get("subject")  # decoded records are dicts: `type is dict` spares the ABC check
+    if type(subject) is dict or isinstance(subject, Mapping):
         bio = subject.get("biometrics")
-        if isinstance(bio, Mapping):
+        if bio is not None and (type(bio) is dict or isinstance(bio, Mapping)):
             found.update((BIOMETRICS, cat) for name, cat in FIELD_CATEGORY.items() if bio.get(name))
         for entry in subject.get("identifiers") or ():
-            if isinstance(entry, Mapping):
-                found.update((IDENTIFIERS, cat) for cat in biometric_categories(entry.get("scheme")))
+            if type(entry) is dict or isinstance(entry, Mapping):
+                cats = biometric_categories(entry.get("scheme"))
+                if cats:
+                    found.update((IDENTIFIERS, cat) for cat in cats)
     criteria = record.get("criteria")
-    if isinstance(criteria, Mapping):
+    if criteria is not None and (type(criteria) is dict or isinstance(criteria, Mapping)):
         for key in criteria:
             found.update((CRITERIA, cat) for cat in biometric_categories(key))
     return frozenset(found)

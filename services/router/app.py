@@ -150,6 +150,8 @@ class Router:
             "linger.ms": 5, "partitioner": "murmur2_random",  # the Java client's: a case keeps its partition
             "transaction.timeout.ms": s.transaction_timeout_ms, "message.max.bytes": s.max_output_bytes,
             "queue.buffering.max.messages": 1_000_000,
+            "retry.backoff.ms": 10, "retry.backoff.max.ms": 20,  # a new transaction retries until the
+            # previous one's markers are written (CONCURRENT_TRANSACTIONS): 100 ms each by default
         })
         await asyncio.to_thread(producer.init_transactions, 30)  # fences a previous incarnation
         self._producer = producer

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from liaison.codec import Codec
+from liaison.codec import Codec, random_uuid
 from liaison.deadlines_table import DeadlineTable, default_table
 from liaison.errors import DecodeError
 from liaison.policy import Decision, PolicyEngine, RoutingResult, apply_redactions
@@ -472,7 +472,7 @@ class Pipeline:
                now: int, decision: str, reason: str | None = None) -> dict[str, Any]:
         env = record["envelope"]
         return {
-            "audit_id": str(uuid.uuid4()), "decided_at": now, "service": SERVICE,
+            "audit_id": random_uuid(), "decided_at": now, "service": SERVICE,
             "message_id": env["message_id"], "message_type": message_type,
             "originator": env["originator"], "case_id": env["case_id"],
             "correlation_id": env["correlation_id"], "derived_from": env["derived_from"],
@@ -509,7 +509,7 @@ class Pipeline:
         now = self.now_ms()
         receipt = {
             "envelope": {
-                "message_id": str(uuid.uuid4()), "correlation_id": about_id, "case_id": case_id,
+                "message_id": random_uuid(), "correlation_id": about_id, "case_id": case_id,
                 "originator": BUS_ORIGINATOR, "addressing": {"agencies": [to]}, "created_at": now,
                 "tlp": "AMBER_STRICT", "trace_id": about["trace_id"] if about else None,
             },

@@ -33,7 +33,7 @@ class RouterSettings(StatefulSettings):
     directory_file: Path | None = Field(
         default=None, description="If set, publish this directory YAML to bus.directory at start.")
     batch_max_records: int = Field(default=1000, ge=1)
-    batch_timeout_ms: int = Field(default=50, ge=1)
+    batch_timeout_ms: int = Field(default=10, ge=1)
     fetch_max_wait_ms: int = Field(
         default=20, ge=1, description="Long-poll wait; short, since a resumed partition waits for it.")
     metadata_max_age_ms: int = Field(default=5000, ge=500, description="How soon new outboxes are seen.")

@@ -1,9 +1,10 @@
 """`make bench`: the router against a bare aiokafka consume -> produce pipe, in one run, one broker.
 
-Throughput: the same pre-encoded messages go through (a) a bare pipe that forwards each record's
-bytes and (b) the router as its own process; figures are reported as ratios to the pipe. Latency:
-publish -> committed in the inbox (read_committed) at a fixed offered load. Results go to a table
-and to `.run/bench/router.json`.
+Throughput, for each record size of tests/bench/messages.py: the same pre-encoded messages go
+through (a) a bare pipe that forwards each record's bytes and (b) the router as its own process;
+figures are reported as ratios to the pipe, with the router process's CPU time (all its threads)
+per routed message. Latency: publish -> committed in the inbox (read_committed) at a fixed offered
+load, with the router's default settings. Results go to a table and to `.run/bench/router.json`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from liaison.local.broker import BrokerConfig, LocalBroker, free_port
-from liaison.sdk import alert, envelope
+from tests.bench.messages import SIZES
 from tests.bench.report import report
 from tests.bus_harness import Bus, running_bus
 from tests.services_harness import ServiceProcess, start_router_process
@@ -35,12 +36,11 @@ SENDERS = ("FR-PN", "NL-KLPD", "ES-CNP", "PL-KGP")
 RECIPIENT = "DE-BKA"
 
 
-def _messages(bus: Bus, count: int, tag: str) -> list[tuple[str, bytes, bytes]]:
-    out = []
+def _messages(bus: Bus, count: int, tag: str, size: str = "small") -> list[tuple[str, bytes, bytes]]:
+    build, out = SIZES[size], []
     for i in range(count):
         sender = SENDERS[i % len(SENDERS)]
-        msg = alert(envelope(sender, to=[RECIPIENT], case_id=f"{tag}-{i}", tlp="AMBER",
-                             handling=["H0"]), kind="DIFFUSION", colour="BLUE")
+        msg = build(sender, RECIPIENT, f"{tag}-{i}")
         out.append((bus.topics.outbox("Alert", sender), f"{tag}-{i}".encode(),
                     bus.codec.encode("Alert", msg)))
     return out
@@ -96,6 +96,13 @@ def _metric(port: int, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (librdkafka's too), from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _rss_peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -104,8 +111,10 @@ def _rss_peak_mb(pid: int) -> float:
 
 
 async def router_throughput(bus: Bus, workdir: Path, count: int, *, routers: int = 1,
-                            live: list[tuple[str, bytes, bytes]] | None = None) -> tuple[float, float]:
-    """Messages per second through `routers` router processes, and the first one's peak RSS.
+                            live: list[tuple[str, bytes, bytes]] | None = None
+                            ) -> tuple[float, float, float]:
+    """Messages per second through `routers` router processes, the first one's peak RSS, and the
+    routers' CPU µs per routed message (from the clock's start to the last record counted).
 
     Without `live`, the messages were published before the routers start. With it, every router
     first owns its share of the partitions, then `live` is published, so that no instance can
@@ -124,14 +133,17 @@ async def router_throughput(bus: Bus, workdir: Path, count: int, *, routers: int
                               and sum(_metric(p, "liaison_router_assigned_partitions") for p in ports)
                               == total, 120)
             started = time.perf_counter()
+            cpu = sum(cpu_seconds(proc.pid) for proc in procs)
             await _publish(bus.settings.bootstrap_servers, live)
         else:  # the clock starts when the router owns partitions: from then on it only routes
             started = await _wait_until(lambda: _metric(ports[0], "liaison_router_assigned_partitions")
                                         > 0, 120)
+            cpu = sum(cpu_seconds(proc.pid) for proc in procs)
         await _wait_until(lambda: sum(_metric(p, "liaison_router_records_total")
                                       for p in ports) >= count, 600)
         rate = count / (time.perf_counter() - started)
-        return rate, _rss_peak_mb(procs[0].pid)
+        cpu = sum(cpu_seconds(proc.pid) for proc in procs) - cpu
+        return rate, _rss_peak_mb(procs[0].pid), cpu / count * 1e6
     finally:
         for proc in procs:
             proc.stop()
@@ -150,8 +162,9 @@ async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> float:
     raise TimeoutError(f"condition not met within {timeout_s} s")
 
 
-async def latency(bus: Bus, workdir: Path) -> tuple[float, float, int]:
-    """p50 and p99 ms from publish to committed in the inbox, at RATE msg/s."""
+async def latency(bus: Bus, workdir: Path, **env: str) -> tuple[float, float, int]:
+    """p50 and p99 ms from publish to committed in the inbox, at RATE msg/s; `env` overrides the
+    router's settings (`LIAISON_BATCH_TIMEOUT_MS=...`), to try other values."""
     count = int(RATE * LATENCY_SECONDS)
     messages = _messages(bus, count, "lat")
     inbox = bus.topics.inbox("Alert", RECIPIENT)
@@ -161,29 +174,37 @@ async def latency(bus: Bus, workdir: Path) -> tuple[float, float, int]:
     await consumer.start()
     await consumer.seek_to_end()
     port = free_port()
-    router = start_router_process(bus, workdir, "bench-router-latency", LIAISON_METRICS_PORT=str(port),
-                                  LIAISON_BATCH_TIMEOUT_MS="5")
+    router = start_router_process(bus, workdir, f"bench-router-latency-{len(env)}-{id(env)}",
+                                  LIAISON_METRICS_PORT=str(port), **env)
     producer = AIOKafkaProducer(bootstrap_servers=bus.settings.bootstrap_servers, linger_ms=0,
                                 enable_idempotence=True)
     await producer.start()
-    sent: dict[bytes, float] = {}
-    latencies: list[float] = []
     try:
         await _wait_until(lambda: _metric(port, "liaison_router_assigned_partitions") > 0, 120)
         await asyncio.sleep(1.0)  # let the group settle before timing
-        receiver = asyncio.create_task(_receive(consumer, sent, latencies, count))
-        start = time.perf_counter()
-        for i, (topic, key, value) in enumerate(messages):
-            delay = start + i / RATE - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent[key] = time.perf_counter()
-            await producer.send(topic, value, key=key)
-        await asyncio.wait_for(receiver, 60)
+        return await paced(producer, consumer, messages, RATE)
     finally:
         await producer.stop()
         await consumer.stop()
         router.stop()
+
+
+async def paced(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+                messages: list[tuple[str, bytes, bytes]], rate: int) -> tuple[float, float, int]:
+    """Publish `messages` at `rate` per second and read them back: p50 and p99 ms, and how many.
+
+    `consumer` reads the inbox from its end, read_committed; keys tell the messages apart."""
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    receiver = asyncio.create_task(_receive(consumer, sent, latencies, len(messages)))
+    start = time.perf_counter()
+    for i, (topic, key, value) in enumerate(messages):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[key] = time.perf_counter()
+        await producer.send(topic, value, key=key)
+    await asyncio.wait_for(receiver, 60)
     latencies.sort()
     return (statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], len(latencies))
 
@@ -197,26 +218,38 @@ async def _receive(consumer: AIOKafkaConsumer, sent: dict[bytes, float], out: li
             out += [(now - sent[r.key]) * 1000 for r in records if r.key in sent]
 
 
-async def measure(bootstrap: str, workdir: Path) -> dict[str, Any]:
+async def backlog(bootstrap: str, workdir: Path, size: str) -> dict[str, Any]:
+    """Pipe and router on the same pre-published backlog of one record size; keys name the size
+    (none for the small records, which earlier runs reported alone)."""
     async with running_bus(bootstrap, router=False, partitions=2) as bus:
-        await _publish(bootstrap, _messages(bus, MESSAGES, "thr"))
+        messages = _messages(bus, MESSAGES, f"thr-{size}", size)
+        await _publish(bootstrap, messages)
         pipe = await bare_pipe(bus, MESSAGES)
-        one, rss = await router_throughput(bus, workdir, MESSAGES)
+        one, rss, cpu = await router_throughput(bus, workdir, MESSAGES)
+    key = "" if size == "small" else f"{size}_"
+    return {f"{key}record_bytes": round(statistics.mean(len(v) for _, _, v in messages)),
+            f"{key}pipe_msgs_per_s": round(pipe), f"{key}router_msgs_per_s": round(one),
+            f"{key}ratio_vs_pipe": round(one / pipe, 3), f"{key}router_cpu_us_per_msg": round(cpu, 1),
+            f"{key}peak_rss_mb": round(rss, 1)}
+
+
+async def measure(bootstrap: str, workdir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"messages": MESSAGES}
+    for size in SIZES:
+        result.update(await backlog(bootstrap, workdir, size))
     async with running_bus(bootstrap, router=False, partitions=2) as bus:
-        one_live, _ = await router_throughput(bus, workdir, MESSAGES,
-                                              live=_messages(bus, MESSAGES, "one"))
+        one_live, _, _ = await router_throughput(bus, workdir, MESSAGES,
+                                                 live=_messages(bus, MESSAGES, "one"))
     async with running_bus(bootstrap, router=False, partitions=2) as bus:
-        two, _ = await router_throughput(bus, workdir, MESSAGES, routers=2,
-                                         live=_messages(bus, MESSAGES, "two"))
+        two, _, _ = await router_throughput(bus, workdir, MESSAGES, routers=2,
+                                            live=_messages(bus, MESSAGES, "two"))
     async with running_bus(bootstrap, router=False) as bus:
         p50, p99, received = await latency(bus, workdir)
     return {
-        "messages": MESSAGES, "pipe_msgs_per_s": round(pipe), "router_msgs_per_s": round(one),
-        "ratio_vs_pipe": round(one / pipe, 3), "one_router_live_msgs_per_s": round(one_live),
+        **result, "one_router_live_msgs_per_s": round(one_live),
         "two_routers_live_msgs_per_s": round(two), "scale_out_ratio": round(two / one_live, 3),
         "offered_rate_msgs_per_s": RATE,
         "latency_samples": received, "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-        "peak_rss_mb": round(rss, 1),
     }
 
 
