@@ -81,8 +81,7 @@ class Router:
         self.registry = registry or CollectorRegistry()
         self.metrics = RouterMetrics(self.registry)
         self.state = RouterState(settings, routed_topic=settings.topics.routed,
-                                 consents_topic=settings.topics.consents,
-                                 queries_topic=settings.topics.queries)
+                                 consents_topic=settings.topics.consents)
         self.directory = DirectoryFeed(settings)
         self._registry_client = RegistryClient.from_settings(settings)
         self._consumer: AIOConsumer | None = None
@@ -386,8 +385,6 @@ class Router:
             self.state.routed.put_local(key, value)
         for key, value in out.consents.items():
             self.state.consents.put_local(key, value)
-        for key, value in out.queries.items():
-            self.state.queries.put_local(key, value)
         m = self.metrics
         m.commits.labels("committed").inc()
         m.txn_seconds.observe(seconds)
