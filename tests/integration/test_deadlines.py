@@ -1,7 +1,8 @@
 """The deadlines service on a real broker, driven by a manual clock: no real waiting for deadlines.
 
-Query records are written to `bus.queries` the way the router writes them; the receipts are read
-back read_committed, with a settle time after the expected count so that a duplicate would show.
+Queries and answers are written to `bus.queries` the way the router writes them (a base record
+and one key per answer); the receipts are read back read_committed, with a settle time after the
+expected count so that a duplicate would show.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from liaison.core.runner import ShutdownSignal
+from liaison.query_record import query_record
 from liaison.table import json_bytes, json_value
 from services.deadlines.app import DeadlineService, DeadlinesFenced, run
 from services.deadlines.settings import DeadlinesSettings
+from services.router.state import answered_query
 from tests.bus_harness import Bus, running_bus
 
 HOUR_S = 3600.0
@@ -83,10 +86,14 @@ class Running:
         return 0.0 if value is None else value
 
     async def seen(self, query_id: str, check: Callable[[dict[str, Any]], bool] = lambda _: True) -> None:
-        """Wait until the service's view holds the query's record and `check` holds on it."""
+        """Wait until the service's table holds the query and `check` holds on its assembled record."""
         items = self.service.table.items
-        await _until(lambda: query_id in items and check(items[query_id]), 15,
-                     lambda: f"{query_id}: {items.get(query_id)}")
+
+        def holds() -> bool:
+            record = query_record(items.get, query_id)
+            return record is not None and check(record)
+
+        await _until(holds, 15, lambda: f"{query_id}: {query_record(items.get, query_id)}")
 
     async def stop(self) -> None:
         self.shutdown.trigger("test")
@@ -117,21 +124,36 @@ async def deadlines(bus: Bus, clock: ManualClock) -> AsyncIterator[Running]:
             await service.stop()
 
 
-def query_record(query_id: str, *, requested: list[str], deadline_h: float, requester: str = "FR-PN",
-                 created: int = T0, priority: str = "URGENT", **changes: Any) -> dict[str, Any]:
-    """A record as the router writes it when it delivers a query."""
+def query_base(query_id: str, *, requested: list[str], deadline_h: float, requester: str = "FR-PN",
+               created: int = T0, priority: str = "URGENT", **changes: Any) -> dict[str, Any]:
+    """The base record the router writes when it delivers a query."""
     record: dict[str, Any] = {
         "query_id": query_id, "requester": requester, "requested": requested, "kind": "INFORMATION",
         "priority": priority, "case_id": f"CASE-{query_id[:8]}", "created_at": created,
-        "deadline": created + int(deadline_h * HOUR), "state": "OPEN", "answers": {}, "reminded": [],
-        "overdue": [], "closed_at": None,
+        "deadline": created + int(deadline_h * HOUR),
     }
     record.update(changes)
     return record
 
 
+def assembled(base: dict[str, Any], *, answers: dict[str, dict[str, Any]] | None = None,
+              reminded: list[str] | None = None, overdue: list[str] | None = None,
+              state: str = "OPEN", closed_at: int | None = None, closed_notified: bool = False,
+              ) -> dict[str, Any]:
+    """The record readers get from the query's keys."""
+    return {**base, "answers": answers or {}, "reminded": reminded or [], "overdue": overdue or [],
+            "state": state, "closed_at": closed_at, "closed_notified": closed_notified}
+
+
 async def write_query(bus: Bus, record: dict[str, Any]) -> None:
+    """The query's base record (or a record in the single-record shape of older buses)."""
     await bus.send_raw(bus.topics.queries, json_bytes(record), key=record["query_id"].encode())
+
+
+async def write_answer(bus: Bus, query_id: str, agency: str, outcome: str, at: int) -> None:
+    """An answer as the router records it when it delivers the reply: under its own key."""
+    key, value = answered_query(query_id, agency, outcome, at)
+    await bus.send_raw(bus.topics.queries, json_bytes(value), key=key.encode())
 
 
 async def receipts(bus: Bus, agency: str, count: int, *, settle_s: float = SETTLE_S,
@@ -145,8 +167,8 @@ def kinds(found: list[dict[str, Any]], query_id: str) -> list[tuple[str, str | N
     return sorted((r["kind"], r["recipient"]) for r in found if r["envelope"]["correlation_id"] == query_id)
 
 
-async def latest_records(bus: Bus) -> dict[str, dict[str, Any]]:
-    """The compacted view of bus.queries as a new reader builds it: everything committed up to now."""
+async def latest_record(bus: Bus, query_id: str) -> dict[str, Any]:
+    """The query's record as a new reader assembles it from everything committed up to now."""
     consumer = AIOKafkaConsumer(bus.topics.queries, bootstrap_servers=bus.settings.bootstrap_servers,
                                 group_id=None, isolation_level="read_committed",
                                 enable_auto_commit=False, auto_offset_reset="earliest")
@@ -160,7 +182,9 @@ async def latest_records(bus: Bus) -> dict[str, dict[str, Any]]:
             assert time.monotonic() < deadline, "bus.queries not read to its end in time"
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 view.update({r.key.decode(): json_value(r.value) for r in records if r.key and r.value})
-        return view
+        record = query_record(view.get, query_id)
+        assert isinstance(record, dict), f"no record of query {query_id} in {view}"
+        return record
     finally:
         await consumer.stop()
 
@@ -170,11 +194,13 @@ async def test_reminder_and_overdue_fire_once_each_at_their_time(kafka_bootstrap
     async with running_bus(kafka_bootstrap, router=False) as bus:
         clock = ManualClock(T0_S)
         qid = str(uuid.uuid4())
-        record = query_record(qid, requested=["DE-BKA", "NL-KLPD", "ES-CNP"], deadline_h=8, answers={
-            "NL-KLPD": {"outcome": "PARTIAL", "at": T0 + HOUR},
-            "ES-CNP": {"outcome": "NO_HIT", "at": T0 + 2 * HOUR}})
+        record = query_base(qid, requested=["DE-BKA", "NL-KLPD", "ES-CNP"], deadline_h=8)
+        answers: dict[str, dict[str, Any]] = {"NL-KLPD": {"outcome": "PARTIAL", "at": T0 + HOUR},
+                                              "ES-CNP": {"outcome": "NO_HIT", "at": T0 + 2 * HOUR}}
         async with deadlines(bus, clock) as svc:
             await write_query(bus, record)
+            for agency, answer in answers.items():
+                await write_answer(bus, qid, agency, answer["outcome"], answer["at"])
             await clock.sleeping_until(T0 + 6 * HOUR)
             clock.set(T0_S + 6 * HOUR_S - 1)  # a second early: still asleep until the reminder
             await clock.sleeping_until(T0 + 6 * HOUR)
@@ -203,31 +229,64 @@ async def test_reminder_and_overdue_fire_once_each_at_their_time(kafka_bootstrap
                 ("OVERDUE", "NL-KLPD"), ("REMINDER", "FR-PN")]
             assert await receipts(bus, "ES-CNP", 1, timeout_s=1) == []  # its final answer ended its timers
 
-            stored = (await latest_records(bus))[qid]
-            assert stored == {**record, "reminded": ["DE-BKA", "NL-KLPD"], "overdue": ["DE-BKA", "NL-KLPD"]}
+            assert await latest_record(bus, qid) == assembled(
+                record, answers=answers, reminded=["DE-BKA", "NL-KLPD"], overdue=["DE-BKA", "NL-KLPD"])
             assert svc.metric("liaison_deadlines_reminders_total") == 2
             assert svc.metric("liaison_deadlines_overdue_total") == 2
             assert svc.metric("liaison_deadlines_open_queries", priority="URGENT") == 1
             assert svc.metric("liaison_deadlines_overdue_queries") == 1
 
 
-async def test_a_stale_write_of_the_record_does_not_fire_a_timer_again(kafka_bootstrap: str) -> None:
-    """A router write based on a view without `reminded` is repaired, and no second reminder is sent."""
+async def test_an_answer_recorded_after_a_reminder_keeps_both_and_ends_that_agencys_timers(
+        kafka_bootstrap: str) -> None:
+    """The router's answer key and the service's timers key never overwrite each other: the
+    reminder is not sent again, and the agency that answered gets no overdue notice."""
     async with running_bus(kafka_bootstrap, router=False) as bus:
         clock = ManualClock(T0_S + 7 * HOUR_S)  # past the reminder: it fires at start
         qid = str(uuid.uuid4())
-        record = query_record(qid, requested=["DE-BKA", "NL-KLPD"], deadline_h=8)
+        record = query_base(qid, requested=["DE-BKA", "NL-KLPD"], deadline_h=8)
         async with deadlines(bus, clock) as svc:
             await write_query(bus, record)
             assert len(await receipts(bus, "DE-BKA", 1, settle_s=0)) == 1
             await svc.seen(qid, lambda r: r["reminded"] == ["DE-BKA", "NL-KLPD"])
-            # The router records an answer on top of the record it had before the reminder.
-            answered = {**record, "answers": {"NL-KLPD": {"outcome": "HIT", "at": T0 + 7 * HOUR}}}
-            await write_query(bus, answered)
-            await svc.seen(qid, lambda r: r["answers"] == answered["answers"] and bool(r["reminded"]))
-            assert kinds(await receipts(bus, "DE-BKA", 1), qid) == [("REMINDER", "FR-PN")]
+            await write_answer(bus, qid, "NL-KLPD", "HIT", T0 + 7 * HOUR)
+            await svc.seen(qid, lambda r: "NL-KLPD" in r["answers"])
+            await clock.sleeping_until(T0 + 8 * HOUR)
+            clock.set(T0_S + 8 * HOUR_S)
+            assert kinds(await receipts(bus, "FR-PN", 1), qid) == [("OVERDUE", "DE-BKA")]
+            assert kinds(await receipts(bus, "DE-BKA", 2), qid) == [
+                ("OVERDUE", "DE-BKA"), ("REMINDER", "FR-PN")]
             assert kinds(await receipts(bus, "NL-KLPD", 1), qid) == [("REMINDER", "FR-PN")]
-            assert (await latest_records(bus))[qid] == {**answered, "reminded": ["DE-BKA", "NL-KLPD"]}
+            assert await latest_record(bus, qid) == assembled(
+                record, answers={"NL-KLPD": {"outcome": "HIT", "at": T0 + 7 * HOUR}},
+                reminded=["DE-BKA", "NL-KLPD"], overdue=["DE-BKA"])
+
+
+async def test_a_record_in_the_single_record_shape_keeps_its_timers_and_closes_once(
+        kafka_bootstrap: str) -> None:
+    """A query recorded before the keys were split: its answers and fired timers count, and an
+    answer recorded the new way closes it."""
+    async with running_bus(kafka_bootstrap, router=False) as bus:
+        clock = ManualClock(T0_S + 9 * HOUR_S)
+        qid = str(uuid.uuid4())
+        legacy = {**query_base(qid, requested=["DE-BKA", "NL-KLPD", "ES-CNP"], deadline_h=8),
+                  "state": "OPEN", "closed_at": None, "reminded": ["DE-BKA", "ES-CNP"],
+                  "overdue": ["ES-CNP"], "answers": {"NL-KLPD": {"outcome": "NO_HIT", "at": T0 + HOUR}}}
+        await write_query(bus, legacy)
+        async with deadlines(bus, clock) as svc:
+            assert kinds(await receipts(bus, "FR-PN", 1), qid) == [("OVERDUE", "DE-BKA")]
+            await svc.seen(qid, lambda r: r["overdue"] == ["ES-CNP", "DE-BKA"])
+            await write_answer(bus, qid, "DE-BKA", "HIT", T0 + 9 * HOUR)
+            await write_answer(bus, qid, "ES-CNP", "REFUSED", T0 + 10 * HOUR)
+            fr = await receipts(bus, "FR-PN", 2)
+            assert kinds(fr, qid) == [("CLOSED", None), ("OVERDUE", "DE-BKA")]
+            assert kinds(await receipts(bus, "NL-KLPD", 1, timeout_s=1), qid) == []
+            assert svc.metric("liaison_deadlines_reminders_total") == 0
+            record = await latest_record(bus, qid)
+            assert (record["state"], record["closed_at"], record["closed_notified"]) == (
+                "ANSWERED", T0 + 10 * HOUR, True)
+            assert record["overdue"] == ["ES-CNP", "DE-BKA"]
+            assert sorted(record["answers"]) == ["DE-BKA", "ES-CNP", "NL-KLPD"]
 
 
 async def test_restarts_fire_nothing_twice_and_catch_up_on_missed_timers(kafka_bootstrap: str) -> None:
@@ -236,7 +295,7 @@ async def test_restarts_fire_nothing_twice_and_catch_up_on_missed_timers(kafka_b
         clock = ManualClock(T0_S)
         a, b, c = (str(uuid.uuid4()) for _ in range(3))
         for qid, hours in ((a, 8), (b, 4), (c, 5)):  # reminders at 6 h, 3 h, 3.75 h
-            await write_query(bus, query_record(qid, requested=["DE-BKA"], deadline_h=hours))
+            await write_query(bus, query_base(qid, requested=["DE-BKA"], deadline_h=hours))
 
         async with deadlines(bus, clock) as first:
             await clock.sleeping_until(T0 + 3 * HOUR)
@@ -287,7 +346,7 @@ async def test_a_late_answer_closes_an_overdue_query_with_one_notice(kafka_boots
             return registry.get_sample_value(name, labels) or 0.0
 
         qid = str(uuid.uuid4())
-        record = query_record(qid, requested=["DE-BKA"], deadline_h=8, priority="HIGH")
+        record = query_base(qid, requested=["DE-BKA"], deadline_h=8, priority="HIGH")
         with capture_logs() as logs:
             task = asyncio.create_task(run(settings_for(bus), shutdown, clock=clock, registry=registry))
             try:
@@ -299,15 +358,15 @@ async def test_a_late_answer_closes_an_overdue_query_with_one_notice(kafka_boots
                 await _until(lambda: metric("liaison_deadlines_overdue_queries") == 1, 15, str)
 
                 clock.set(T0_S + 11 * HOUR_S)
-                closed = {**record, "overdue": ["DE-BKA"], "state": "ANSWERED", "closed_at": T0 + 11 * HOUR,
-                          "answers": {"DE-BKA": {"outcome": "HIT", "at": T0 + 11 * HOUR}}}
-                await write_query(bus, closed)
+                await write_answer(bus, qid, "DE-BKA", "HIT", T0 + 11 * HOUR)
                 fr = await receipts(bus, "FR-PN", 2)
                 assert kinds(fr, qid) == [("CLOSED", None), ("OVERDUE", "DE-BKA")]
                 notice = next(r for r in fr if r["kind"] == "CLOSED")
                 assert notice["reason_code"] == "ANSWERED"
                 assert "DE-BKA HIT" in notice["reason"]
-                assert (await latest_records(bus))[qid] == {**closed, "closed_notified": True}
+                assert await latest_record(bus, qid) == assembled(
+                    record, answers={"DE-BKA": {"outcome": "HIT", "at": T0 + 11 * HOUR}}, overdue=["DE-BKA"],
+                    state="ANSWERED", closed_at=T0 + 11 * HOUR, closed_notified=True)
                 assert kinds(await receipts(bus, "DE-BKA", 1), qid) == [("OVERDUE", "DE-BKA")]
 
                 exposed = await asyncio.to_thread(_scrape, url)
@@ -335,7 +394,7 @@ async def test_a_second_instance_fences_the_first(kafka_bootstrap: str) -> None:
     async with running_bus(kafka_bootstrap, router=False) as bus:
         clock = ManualClock(T0_S)
         qid = str(uuid.uuid4())
-        await write_query(bus, query_record(qid, requested=["DE-BKA"], deadline_h=8))
+        await write_query(bus, query_base(qid, requested=["DE-BKA"], deadline_h=8))
         async with deadlines(bus, clock) as old:
             await clock.sleeping_until(T0 + 6 * HOUR)
             standby = DeadlineService(settings_for(bus), clock=clock, registry=CollectorRegistry())
