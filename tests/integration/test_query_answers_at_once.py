@@ -30,9 +30,9 @@ def _asked(bus: Bus) -> list[str]:
 
 
 REPLY_PARTITIONS = 8
-"""The reply outboxes get more partitions than the others: a router joining the group takes its
-share of the partitions in topic order (alerts, queries, replies), and only with the replies the
-larger part does that share include reply outboxes."""
+"""The reply outboxes get more partitions than the others, so that the router that joins the group
+second, which takes half of all the outbox partitions (alerts and queries first), takes reply
+outboxes too."""
 
 
 async def _widen_reply_outboxes(bus: Bus, agencies: list[str]) -> None:
@@ -43,35 +43,60 @@ async def _widen_reply_outboxes(bus: Bus, agencies: list[str]) -> None:
         await asyncio.to_thread(future.result)
 
 
-async def _start_two_routers(bus: Bus, workdir: Path, repliers: list[str], case_id: str, *,
-                             timeout_s: float = 90.0) -> list[ServiceProcess]:
-    """Two router processes in one group, each owning the outbox partitions the replies of some of
-    the repliers go to (the partition of the case id)."""
-    await _widen_reply_outboxes(bus, repliers)
-    routers = [start_router_process(bus, workdir, f"router-{i}") for i in (1, 2)]
+async def _assignment(bus: Bus) -> dict[str, set[tuple[str, int]]]:
+    """Member -> the outbox partitions it owns, in the routers' consumer group."""
     admin = AdminClient(librdkafka_config(bus.settings))
     group = bus.router_settings().group_id
-    partition = (murmur2(case_id.encode()) & 0x7FFFFFFF) % REPLY_PARTITIONS
-    wanted = {(bus.topics.outbox("Reply", agency), partition): agency for agency in repliers}
+    future = admin.describe_consumer_groups([group], request_timeout=10)[group]
+    try:
+        described = await asyncio.to_thread(future.result)
+    except KafkaException:  # the group's coordinator is still loading: not formed yet
+        return {}
+    return {m.member_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions}
+            for m in described.members}
 
-    async def shares() -> dict[str, set[str]]:
-        future = admin.describe_consumer_groups([group], request_timeout=10)[group]
-        try:
-            described = await asyncio.to_thread(future.result)
-        except KafkaException:  # the group's coordinator is still loading: not formed yet
-            return {}
-        return {m.member_id: {wanted[(tp.topic, tp.partition)] for tp in m.assignment.topic_partitions
-                              if (tp.topic, tp.partition) in wanted} for m in described.members}
 
+async def _start_two_routers(bus: Bus, workdir: Path, repliers: list[str], *, timeout_s: float = 90.0
+                             ) -> tuple[list[ServiceProcess], list[set[tuple[str, int]]]]:
+    """Two router processes in one group, once each owns its share of the outbox partitions."""
+    await _widen_reply_outboxes(bus, repliers)
+    agencies = len(bus.directory.agencies)  # each outbox has 2 partitions but the widened ones
+    outboxes = agencies * 2 * 2 + (agencies - len(repliers)) * 2 + len(repliers) * REPLY_PARTITIONS
+    routers = [start_router_process(bus, workdir, f"router-{i}") for i in (1, 2)]
     deadline = time.monotonic() + timeout_s
-    found = await shares()
-    while len(found) != 2 or not all(found.values()) or set().union(*found.values()) != set(repliers):
+    found = await _assignment(bus)
+    while len(found) != 2 or not all(found.values()) or sum(map(len, found.values())) != outboxes:
         if time.monotonic() > deadline:
             _stop(routers)
-            raise AssertionError(f"the two routers never shared the reply outboxes: {found}")
+            raise AssertionError(f"the two routers never shared the outboxes: {found}")
         await asyncio.sleep(0.2)
-        found = await shares()
-    return routers
+        found = await _assignment(bus)
+    return routers, list(found.values())
+
+
+def _partition(key: bytes) -> int:
+    """The outbox partition a producer with the default partitioner writes `key` to."""
+    return int(murmur2(key) & 0x7FFFFFFF) % REPLY_PARTITIONS
+
+
+def _reply_keys(bus: Bus, owners: list[set[tuple[str, int]]], repliers: list[str],
+                case_id: str) -> dict[str, bytes]:
+    """A record key per replier that puts its reply on an outbox partition of one router or the
+    other in turn (the key is the writer's choice; the router keys what it writes itself)."""
+    keys: dict[str, bytes] = {}
+    for i, agency in enumerate(repliers):
+        topic = bus.topics.outbox("Reply", agency)
+        for owned in (owners[i % 2], owners[(i + 1) % 2]):
+            found = next((key for n in range(1000) if (topic, _partition(key := f"{case_id}.{n}".encode()))
+                          in owned), None)
+            if found is not None:
+                keys[agency] = found
+                break
+    routed_by = [sum((bus.topics.outbox("Reply", a), _partition(k)) in owned for a, k in keys.items())
+                 for owned in owners]
+    assert len(keys) == len(repliers)
+    assert all(routed_by), f"replies per router: {routed_by}"
+    return keys
 
 
 def _replies(query_id: str, case_id: str, agencies: list[str]) -> dict[str, dict[str, Any]]:
@@ -108,8 +133,11 @@ async def _notices(bus: Bus, agencies: list[str], query_id: str) -> dict[str, li
             for agency, got in zip(agencies, found, strict=True)}
 
 
-async def _send_all(bus: Bus, replies: list[dict[str, Any]]) -> None:
-    await asyncio.gather(*(bus.send("Reply", r) for r in replies))
+async def _send_all(bus: Bus, replies: list[dict[str, Any]], keys: dict[str, bytes]) -> None:
+    """Every reply at once, each to its agency's outbox under the key chosen for it."""
+    await asyncio.gather(*(
+        bus.send_raw(bus.topics.outbox("Reply", r["envelope"]["originator"]), bus.codec.encode("Reply", r),
+                     key=keys[r["envelope"]["originator"]]) for r in replies))
 
 
 async def _closed(svc: Running, query_id: str, bus: Bus) -> dict[str, Any]:
@@ -130,20 +158,21 @@ def _assert_every_answer_kept(record: dict[str, Any], replies: dict[str, dict[st
 async def test_every_answer_is_kept_and_the_query_closes_once(kafka_bootstrap: str, tmp_path: Path) -> None:
     """FR-PN asks 14 agencies; all answer at once through two routers while the reminders fire."""
     async with running_bus(kafka_bootstrap, router=False, partitions=2) as bus:
-        routers = await _start_two_routers(bus, tmp_path, _asked(bus), "VAN-1")
+        routers, owners = await _start_two_routers(bus, tmp_path, _asked(bus))
         try:
             clock = ManualClock(time.time())
             async with deadlines(bus, clock) as svc:
                 asked = await _ask(bus, svc, "VAN-1")
                 qid, requested = asked.query_id, list(asked.requested)
                 replies = _replies(qid, "VAN-1", requested)
+                keys = _reply_keys(bus, owners, requested, "VAN-1")
                 remind_at = asked.reminder_at(svc.service.settings.reminder_share)
                 await clock.sleeping_until(remind_at)
 
                 # Half the replies are on their way when the reminders fall due, half follow.
-                first = asyncio.create_task(_send_all(bus, [replies[a] for a in requested[::2]]))
+                first = asyncio.create_task(_send_all(bus, [replies[a] for a in requested[::2]], keys))
                 clock.set(remind_at / 1000)
-                await _send_all(bus, [replies[a] for a in requested[1::2]])
+                await _send_all(bus, [replies[a] for a in requested[1::2]], keys)
                 await first
 
                 record = await _closed(svc, qid, bus)
@@ -174,19 +203,20 @@ async def test_a_deadline_passing_while_answers_arrive_warns_only_the_late(
     """Half the agencies answered before the deadline; the rest answer while it passes. Those who
     answered in time hear nothing; each late one at most one overdue notice; the query closes once."""
     async with running_bus(kafka_bootstrap, router=False, partitions=2) as bus:
-        routers = await _start_two_routers(bus, tmp_path, _asked(bus), "VAN-2")
+        routers, owners = await _start_two_routers(bus, tmp_path, _asked(bus))
         try:
             clock = ManualClock(time.time())
             async with deadlines(bus, clock) as svc:
                 asked = await _ask(bus, svc, "VAN-2")
                 qid, requested = asked.query_id, list(asked.requested)
                 replies = _replies(qid, "VAN-2", requested)
+                keys = _reply_keys(bus, owners, requested, "VAN-2")
                 early, late = requested[::2], requested[1::2]
-                await _send_all(bus, [replies[a] for a in early])
+                await _send_all(bus, [replies[a] for a in early], keys)
                 await until(lambda: set(early) <= _final_answers(svc, qid), 60,
                             lambda: f"answers seen: {_final_answers(svc, qid)}")
 
-                sending = asyncio.create_task(_send_all(bus, [replies[a] for a in late]))
+                sending = asyncio.create_task(_send_all(bus, [replies[a] for a in late], keys))
                 clock.set(asked.deadline / 1000)
                 await sending
 
