@@ -1,8 +1,10 @@
 """A compacted topic read as a table, like a Kafka Streams KTable: the bus's only state store.
 
-Each service follows the tables it needs from the beginning (read_committed, no consumer group),
-keeps the latest value per key in memory, and can wait until its view includes everything
-committed up to now, which closes the window between another instance's commit and this view.
+Each service follows the tables it needs (read_committed, no consumer group) and keeps the latest
+value per key in a store: in memory for small tables, on disk (`liaison/store.py`) for state that
+grows with traffic. A disk store keeps the positions it reflects, so a restart reads only what
+came after them. A service can wait until its view includes everything committed up to now,
+which closes the window between another instance's commit and this view.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from liaison.core.lifecycle import AsyncResource
 from liaison.core.settings import KafkaSettings
 from liaison.errors import BrokerUnavailable
+from liaison.store import MemoryStore, Store
 
 log = structlog.get_logger(__name__)
 
@@ -39,11 +44,14 @@ class CompactedTable(AsyncResource):
 
     def __init__(self, settings: KafkaSettings, topic: str, *, decode: Decoder = json_value,
                  on_change: Callable[[dict[str, Any]], None] | None = None,
-                 fetch_max_wait_ms: int = 500) -> None:
-        """`fetch_max_wait_ms`: the long poll; short for a table someone waits on in its hot path."""
+                 fetch_max_wait_ms: int = 500, store: Store | None = None) -> None:
+        """`fetch_max_wait_ms`: the long poll; short for a table someone waits on in its hot path.
+        `store`: where the values live; in memory unless given."""
         self.topic = topic
         self._fetch_max_wait_ms = fetch_max_wait_ms
-        self.items: dict[str, Any] = {}
+        self.items: Store = store if store is not None else MemoryStore()
+        self.restored_from: dict[int, int] = {}  # positions a disk store already held at start
+        self.records_read = 0  # since start: with a checkpoint, only what came after it
         self._settings = settings
         self._decode = decode
         self._on_change = on_change
@@ -64,10 +72,47 @@ class CompactedTable(AsyncResource):
         await self._consumer.start()
         partitions = await self._partitions(timeout_s)
         self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
+        await self._resume(partitions)
         self._task = asyncio.create_task(self._follow(), name=f"table:{self.topic}")
         if not await self.wait_caught_up(timeout_s=timeout_s):
             raise BrokerUnavailable(f"could not read {self.topic} to its end within {timeout_s:.0f} s")
+
+    async def _resume(self, partitions: list[TopicPartition]) -> None:
+        """Start each partition where the store left off, or from the beginning.
+
+        A store filled from another cluster or topic, or whose positions the topic no longer has
+        (deleted and created again, records deleted), is emptied and filled again from the start.
+        """
+        assert self._consumer is not None
+        source = {"topic": self.topic, "cluster": await self._cluster_id()}
+        held = self.items.positions()
+        first = await self._consumer.beginning_offsets(partitions)
+        end = await self._consumer.end_offsets(partitions)
+        valid = self.items.source() == source and all(
+            first[tp] <= held[tp.partition] <= end[tp] for tp in partitions if tp.partition in held)
+        if not valid:
+            if held or self.items.source() is not None:
+                log.warning("state store does not match the topic; reading it again from the start",
+                            topic=self.topic, held=self.items.source())
+            self.items.reset(source)
+            held = {}
+        self.restored_from = held
+        for tp in partitions:
+            if tp.partition in held:
+                self._consumer.seek(tp, held[tp.partition])
+                self._positions[tp] = held[tp.partition]
+            else:
+                await self._consumer.seek_to_beginning(tp)
+
+    async def _cluster_id(self) -> str:
+        """The cluster's id (Metadata v2+), so that a store never mixes two clusters' data."""
+        assert self._consumer is not None
+        client = self._consumer._client
+        try:
+            response = await client.send(client.get_random_node(), MetadataRequest([self.topic], False))
+        except KafkaError:
+            return self._settings.bootstrap_servers
+        return str(getattr(response, "cluster_id", None) or self._settings.bootstrap_servers)
 
     async def _partitions(self, timeout_s: float) -> list[TopicPartition]:
         assert self._consumer is not None
@@ -93,18 +138,21 @@ class CompactedTable(AsyncResource):
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        self.items.close()
 
+    def put_local(self, key: str, value: Any, encoded: bytes | None = None) -> None:
+        """Apply a write this process just committed, before the topic echoes it back; `encoded` is
+        the value's JSON as written, when at hand."""
+        self._apply({key: value}, encoded={key: encoded} if encoded is not None else None)
 
-    def put_local(self, key: str, value: Any) -> None:
-        """Apply a write this process just committed, before the topic echoes it back."""
-        self._apply({key: value})
+    def put_many_local(self, changes: dict[str, Any], encoded: dict[str, bytes] | None = None) -> None:
+        """`put_local` for many keys, in one write."""
+        if changes:
+            self._apply(changes, encoded=encoded)
 
-    def _apply(self, changes: dict[str, Any]) -> None:
-        for key, value in changes.items():
-            if value is None:
-                self.items.pop(key, None)
-            else:
-                self.items[key] = value
+    def _apply(self, changes: dict[str, Any], positions: dict[int, int] | None = None,
+               encoded: dict[str, bytes] | None = None) -> None:
+        self.items.apply(changes, positions, encoded)
         if self._on_change is not None and changes:
             self._on_change(changes)
 
@@ -113,12 +161,18 @@ class CompactedTable(AsyncResource):
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
             changes: dict[str, Any] = {}
+            encoded: dict[str, bytes] = {}
+            before = dict(self._positions)
             for tp, records in batches.items():
+                self.records_read += len(records)
                 for rec in records:
                     if rec.key is None:
                         continue
                     try:
-                        changes[rec.key.decode()] = None if rec.value is None else self._decode(rec.value)
+                        key = rec.key.decode()
+                        changes[key] = None if rec.value is None else self._decode(rec.value)
+                        if rec.value is not None and self._decode is json_value:
+                            encoded[key] = rec.value
                     except ValueError as exc:
                         log.warning("unreadable table record skipped", topic=self.topic,
                                     offset=rec.offset, error=str(exc))
@@ -126,7 +180,8 @@ class CompactedTable(AsyncResource):
                     self._positions[tp] = records[-1].offset + 1
             for tp in self._consumer.assignment():
                 self._positions[tp] = max(self._positions.get(tp, 0), await self._consumer.position(tp))
-            self._apply(changes)
+            moved = {tp.partition: at for tp, at in self._positions.items() if before.get(tp) != at}
+            self._apply(changes, moved, encoded)  # the values and the positions they reach, in one write
             async with self._advanced:
                 self._advanced.notify_all()
 

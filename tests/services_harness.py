@@ -48,6 +48,7 @@ def start_router_process(bus: Bus, workdir: Path, name: str, **env: str) -> Serv
         "LIAISON_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
         "LIAISON_METRICS_PORT": "0",
         "LIAISON_LOG_JSON": "true",
+        "LIAISON_STATE_DIR": str(workdir / "state"),
     })
     environment.update(env)
     log = workdir / f"{name}.log"

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from liaison.errors import ConfigError
+from liaison.local.paths import run_dir
 from liaison.topics import Topics
 
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
@@ -82,6 +83,19 @@ class ServiceSettings(KafkaSettings):
     metrics_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = Field(default=None, description="JSON logs; default: when not a TTY.")
+
+
+class StatefulSettings(ServiceSettings):
+    """A service whose state lives in on-disk stores (`liaison/store.py`)."""
+
+    state_dir: Path = Field(
+        default_factory=lambda: run_dir() / "state",
+        description="Where this service keeps its state stores (one folder per instance); on a "
+                    "persistent volume, a restart reads only what changed since it stopped.")
+    instance_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Stable name of this instance (e.g. a StatefulSet pod); default: the first free "
+                    "slot <service>-N in the state folder.")
 
 
 S = TypeVar("S", bound=KafkaSettings)

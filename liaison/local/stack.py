@@ -178,6 +178,7 @@ class LocalStack:
             "LIAISON_METRICS_PORT": str(self.metrics_port(spec)),
             "LIAISON_REGISTRY_PORT": str(self.registry_port),
             "LIAISON_LOG_JSON": "true",
+            "LIAISON_STATE_DIR": str(self.run / "state"),
             POLICY_VARIABLE: str(self.policy_file),
         })
         if self.secure:

@@ -224,6 +224,9 @@ class MemoryState:
 
 
 # -- settings -------------------------------------------------------------------------------------
+REMEMBER_DAYS: Mapping[str, int] = {"Alert": 3650, "Query": 400, "Reply": 400}
+"""How long the bus remembers a routed message of each type by default (a notice lives for years)."""
+
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     """The choices DOMAIN.md leaves open, as `deploy/policy.yaml` makes them."""
@@ -236,11 +239,18 @@ class PolicyConfig:
     biometrics: Literal["redact", "deny"] = "redact"  # without clearance and agreement
     unknown_source: Literal["allow", "deny"] = "allow"  # derived_from names a message never routed
     audit_retention_days: int | None = None  # None: keep the audit trail forever
+    remember_days: Mapping[str, int] = field(default_factory=lambda: dict(REMEMBER_DAYS))
 
     @property
     def audit_retention_ms(self) -> int:
         """For the audit topic's retention.ms (-1: forever)."""
         return -1 if self.audit_retention_days is None else self.audit_retention_days * 86_400_000
+
+    def expires_ms(self, message_type: str, routed_at: int, deadline: int | None = None) -> int:
+        """When the bus forgets a routed message (its state entry expires): `remember_days` after it
+        was routed, or after its deadline for a query, which may be answered late."""
+        days = self.remember_days.get(message_type, max(REMEMBER_DAYS.values()))
+        return max(routed_at, deadline or 0) + days * 86_400_000
 
     def compile(self, directory: Directory) -> PolicyEngine:
         """The engine for this policy over one directory snapshot."""
@@ -259,7 +269,7 @@ class PolicyConfig:
     @classmethod
     def _parse(cls, raw: Mapping[str, Any]) -> PolicyConfig:
         top = _section(raw, "top level", {"version", "hubs", "review", "tlp", "biometrics", "onward_sharing",
-                                          "audit"})
+                                          "audit", "state"})
         if top.get("version", 1) != 1:
             raise ConfigError(f"version {top['version']!r} is not supported (1)")
         hubs = top.get("hubs") or []
@@ -272,7 +282,13 @@ class PolicyConfig:
         days = _section(top.get("audit"), "audit", {"retention_days"}).get("retention_days")
         if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
             raise ConfigError("audit.retention_days must be a positive number of days or null")
+        remember = _section(_section(top.get("state"), "state", {"remember_days"}).get("remember_days"),
+                            "state.remember_days", set(REMEMBER_DAYS))
+        for kind, value in remember.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"state.remember_days.{kind} must be a positive number of days")
         return cls(
+            remember_days={**REMEMBER_DAYS, **remember},
             hubs=frozenset(check_agency_code(h, "hubs") for h in hubs),
             notice_review=_choice(review, "notices", (True, False), True, "review"),
             neutrality_review=_choice(review, "neutrality", (True, False), True, "review"),

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import re
 import socket
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +41,11 @@ from liaison.kafka_admin import ensure_topics
 from liaison.policy import load_policy
 from liaison.registry_client import RegistryClient
 from liaison.security.admin import librdkafka_config
+from liaison.store import StateDir
 from liaison.table import json_bytes
 from liaison.topics import FAMILIES
 from services.router.metrics import RouterMetrics
+from services.router.parking import Parked, Parking
 from services.router.pipeline import BatchOutcome, Decoded, Pipeline, Source
 from services.router.settings import RouterSettings
 from services.router.state import RouterState
@@ -53,6 +54,8 @@ log = structlog.get_logger(__name__)
 
 LAG_INTERVAL_S = 5.0  # how often the consumer-lag gauge is measured
 ABORT_BACKOFF_S = 0.5  # before reading an aborted batch again
+PARKED_POLL_S = 0.01  # how often parked records look for the messages they wait for
+SWEEP_BATCH = 10_000  # expired state entries deleted in one transaction
 
 
 class PipelineRestart(Exception):  # a control-flow signal, not an error to report
@@ -80,20 +83,26 @@ class Router:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = RouterMetrics(self.registry)
-        self.state = RouterState(settings, routed_topic=settings.topics.routed,
-                                 consents_topic=settings.topics.consents)
+        self._state_dir: StateDir | None = None
+        self.state: RouterState = RouterState(settings, routed_topic=settings.topics.routed,
+                                              consents_topic=settings.topics.consents)
         self.directory = DirectoryFeed(settings)
         self._registry_client = RegistryClient.from_settings(settings)
         self._consumer: AIOConsumer | None = None
         self._producer: Producer | None = None
         self._owned: set[tuple[str, int]] = set()
         self._pending: _Pending | None = None  # the previous batch, committing while this one routes
+        self._parking = Parking(wait_s=settings.unknown_ref_wait_s, negative_ttl_s=settings.unknown_ref_ttl_s,
+                                max_parked=settings.max_parked)
+        self._consumed: dict[tuple[str, int], int] = {}  # per partition: past the last record read
+        self._outbox_partitions: int | None = None  # all agencies' outbox partitions, when counted
+        self._counted_at = 0.0
+        self._next_sweep = time.monotonic() + settings.state_sweep_interval_s
         self._pipeline: Pipeline | None = None
         self._started = False
         self.lag_interval_s = LAG_INTERVAL_S
         self._lag_task: asyncio.Task[None] | None = None
-        instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.transactional_id = f"{settings.transactional_prefix}.{instance}"
+        self.transactional_id = ""  # known once the state folder is claimed (start)
 
     @property
     def owned_partitions(self) -> int:
@@ -104,6 +113,13 @@ class Router:
         if self._started:
             return
         self._started = True
+        s = self.settings
+        self._state_dir = StateDir.claim(s.state_dir, "router", s.instance_id)
+        # the same name after a restart on this host: InitProducerId aborts the predecessor's transaction
+        instance = s.instance_id or f"{socket.gethostname()}-{self._state_dir.path.name}"
+        self.transactional_id = f"{s.transactional_prefix}.{instance}"
+        self.state = RouterState(s, routed_topic=s.topics.routed, consents_topic=s.topics.consents,
+                                 state_dir=self._state_dir)
         policy = load_policy(self.settings.policy_file)
         await ensure_topics(self.settings, self.settings.topics.bus_topics(
             audit_retention_ms=policy.audit_retention_ms))
@@ -172,19 +188,27 @@ class Router:
                 await lag_task
         await self._stop_clients()  # run() has returned, so no transaction is open
         await self.state.stop()
+        if self._state_dir is not None:
+            self._state_dir.release()
         await self.directory.stop()
         await self._registry_client.close()
 
     # -- partitions (called inside consume(), between transactions) -----------------------------
     async def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self._outbox_partitions = None  # count them again: another instance may have left
         self.metrics.partitions.set(len(self._owned))
         log.info("partitions assigned", count=len(partitions), owned=len(self._owned))
 
     async def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         with contextlib.suppress(PipelineRestart):  # its transaction either commits or dies
             await self._settle()  # the transaction in flight commits before its partitions go
-        self._owned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        gone = [(tp.topic, tp.partition) for tp in partitions]
+        self._owned.difference_update(gone)
+        self._outbox_partitions = None
+        self._parking.drop(gone)  # the new owner reads them again from the committed offset
+        for where in gone:
+            self._consumed.pop(where, None)
         self.metrics.partitions.set(len(self._owned))
         log.info("partitions revoked", count=len(partitions), owned=len(self._owned))
 
@@ -217,8 +241,11 @@ class Router:
         while not shutdown.is_set:
             consumer = self._consumer
             assert consumer is not None
+            timeout = self.settings.batch_timeout_ms / 1000
+            if len(self._parking):  # look often for the messages parked records wait for
+                timeout = min(timeout, PARKED_POLL_S)
             messages = await consumer.consume(num_messages=self.settings.batch_max_records,
-                                              timeout=self.settings.batch_timeout_ms / 1000)
+                                              timeout=timeout)
             if shutdown.is_set and not messages:
                 break
             records = []
@@ -229,42 +256,75 @@ class Router:
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=str(error))
             try:
-                if records:
-                    await self._process(records)
+                released = self._parking.ready(self._knows, time.monotonic()) if len(self._parking) else []
+                if records or released:
+                    await self._process(records, released)
                 else:
                     await self._settle()
+                if time.monotonic() >= self._next_sweep:
+                    await self._sweep()
             except PipelineRestart as exc:
                 log.warning("restarting the Kafka clients", reason=str(exc))
                 self._pending = None  # its transaction dies with the producer
+                self._parking.clear()  # read again from the committed offsets
+                self._consumed.clear()
                 await self._stop_clients()
                 await asyncio.sleep(ABORT_BACKOFF_S)
                 await self._start_clients()
+            self.metrics.parked.set(len(self._parking))
         await self._settle()
 
-    async def _process(self, messages: list[Any]) -> None:
+    def _knows(self, message_id: str) -> bool:
+        pipeline, pending = self._pipeline, self._pending
+        assert pipeline is not None
+        return pipeline.knows(message_id, pending.out if pending is not None else None)
+
+    async def _process(self, messages: list[Any], released: list[Parked]) -> None:
         """Route a batch while the previous one commits, then commit it in its own transaction.
 
         The batch sees the previous batch's state updates before they commit (its outcome is the
-        parent of this one). If the previous transaction aborts, this batch is dropped unsent and
-        both are read again from their first offsets.
+        parent of this one). A record citing a message not seen yet is parked and the others are
+        routed; parked records whose wait ended come first. If the previous transaction aborts,
+        this batch is dropped unsent and both are read again from their first offsets.
         """
         pipeline = self._pipeline
         assert pipeline is not None
-        sources = [Source.of(m) for m in messages]
-        decoded = [await self._decode(src) for src in sources]
+        fresh = [Source.of(m) for m in messages]
+        decoded = [await self._decode(src) for src in fresh]
+        for src in fresh:
+            where = (src.topic, src.partition)
+            self._consumed[where] = max(self._consumed.get(where, 0), src.offset + 1)
         previous = self._pending
         out = BatchOutcome(parent=previous.out if previous is not None else None)
         await self._refresh_state(decoded, out)
-        for src, item in zip(sources, decoded, strict=True):
-            if pipeline.unknown_references(item, out):
-                await self._catch_up_on(item, out)
+        for parked in released:
+            pipeline.handle(parked.source, parked.item, out)
+        now = time.monotonic()
+        for src, item in zip(fresh, decoded, strict=True):
+            refs = pipeline.unknown_refs(item, out)
+            if refs and self._parking.has_room() and not all(
+                    self._parking.known_missing(ref, now) for ref in refs):
+                self._parking.park(src, item, refs, now)
+                self.metrics.parked_total.inc()
+                continue
             pipeline.handle(src, item, out)
+        sources = [p.source for p in released] + fresh
         if not await self._settle():
-            await self._seek_firsts(sources, skip=previous.partitions if previous else frozenset())
+            await self._seek_firsts(sources + (previous.sources if previous is not None else []))
             return
         out.parent = None  # the previous batch's updates are in the state view now
         self._pending = _Pending(sources, out, time.monotonic())
-        self._pending.task = asyncio.create_task(self._commit(sources, out))
+        self._pending.task = asyncio.create_task(self._commit(sources, out, self._offsets(sources)))
+
+    def _offsets(self, sources: list[Source]) -> dict[tuple[str, int], int]:
+        """The offset to commit for each partition of a batch: past everything read, but never past
+        a parked record, which must be read again if this instance stops before routing it."""
+        offsets = {}
+        for where in {(src.topic, src.partition) for src in sources}:
+            floor = self._parking.floor(where)
+            consumed = self._consumed.get(where, 0)
+            offsets[where] = consumed if floor is None else min(floor, consumed)
+        return offsets
 
     async def _settle(self) -> bool:
         """Wait for the batch being committed, if any: False if it was aborted (read again)."""
@@ -295,39 +355,76 @@ class Router:
         instance may have routed it (a message id belongs to whoever routed it first)."""
         pipeline = self._pipeline
         assert pipeline is not None
-        if any(pipeline.unseen_id(item) for item in decoded):
-            citing = sum(pipeline.unknown_references(item, out) for item in decoded)
-            self.metrics.catch_ups.inc(citing)  # these cite a message not seen here yet
+        if any(pipeline.unseen_id(item) for item in decoded) and not await self._alone():
+            self.metrics.catch_ups.inc(sum(bool(pipeline.unknown_refs(item, out)) for item in decoded))
             await self.state.catch_up_routed(self.settings.catch_up_timeout_s)
 
-    async def _catch_up_on(self, item: Decoded, out: BatchOutcome) -> None:
-        """Another instance may have committed the cited message a moment ago. Its transaction's
-        markers reach each partition separately, so the state topic can lag the inbox the replier
-        read it from by a few milliseconds: read up to date, and again, until it shows or time is up."""
-        assert self._pipeline is not None
-        deadline = time.monotonic() + self.settings.catch_up_timeout_s
-        while True:
-            await self.state.catch_up(max(0.1, deadline - time.monotonic()))
-            if not self._pipeline.unknown_references(item, out) or time.monotonic() >= deadline:
-                return
-            await asyncio.sleep(0.05)
+    async def _alone(self) -> bool:
+        """Whether this instance owns every outbox partition, and has read `bus.routed` up to date
+        since it came to: then no other instance can have routed a message it has not seen, and
+        the per-batch read of the shared state is skipped. Counted again after every assignment
+        change and every metadata refresh interval (a new agency's outboxes belong to no one yet)."""
+        consumer = self._consumer
+        assert consumer is not None
+        now = time.monotonic()
+        stale = now - self._counted_at > self.settings.metadata_max_age_ms / 1000
+        if self._outbox_partitions is None or stale:
+            pattern = re.compile(self.settings.topics.outbox_pattern)
+            try:
+                metadata = await consumer.list_topics(timeout=5)
+            except KafkaException:
+                return False
+            total = sum(len(t.partitions) for name, t in metadata.topics.items() if pattern.match(name))
+            changed = self._outbox_partitions is None  # then read the others' last writes first
+            if changed and not await self.state.catch_up_routed(self.settings.catch_up_timeout_s):
+                return False
+            self._outbox_partitions, self._counted_at = total, now
+        return len(self._owned) >= self._outbox_partitions
 
-    async def _commit(self, sources: list[Source], out: BatchOutcome) -> bool:
+    async def _sweep(self) -> None:
+        """Delete the state entries that expired (tombstones, in a transaction of their own)."""
+        await self._settle()
+        self._next_sweep = time.monotonic() + self.settings.state_sweep_interval_s
+        producer = self._producer
+        assert producer is not None
+        now_ms = int(time.time() * 1000)
+        names = self.settings.topics
+        expired = {table: table.items.expired(now_ms, SWEEP_BATCH)
+                   for table in (self.state.routed, self.state.consents)}
+        if not any(expired.values()):
+            return
+        try:
+            producer.begin_transaction()
+            for table, keys in expired.items():
+                for key in keys:
+                    self._produce(producer, table.topic, key.encode(), None)
+            await asyncio.to_thread(producer.commit_transaction)
+        except KafkaException as exc:
+            await self._abort([], exc)
+            return
+        for table, keys in expired.items():
+            for key in keys:
+                table.put_local(key, None)
+        log.info("expired state deleted", routed=len(expired[self.state.routed]),
+                 consents=len(expired[self.state.consents]), topic=names.routed)
+        if any(len(keys) == SWEEP_BATCH for keys in expired.values()):
+            self._next_sweep = time.monotonic()  # more are due: go on after the next batch
+
+    async def _commit(self, sources: list[Source], out: BatchOutcome,
+                      offsets: dict[tuple[str, int], int]) -> bool:
         """Everything the batch causes, and its offsets, in one transaction. False: aborted, and its
         partitions are positioned to be read again."""
         producer, consumer = self._producer, self._consumer
         assert producer is not None
         assert consumer is not None
         names = self.settings.topics
-        offsets: dict[tuple[str, int], int] = {}
-        for src in sources:
-            offsets[(src.topic, src.partition)] = src.offset + 1
         try:
             producer.begin_transaction()
             for o in out.outputs:
                 self._produce(producer, o.topic, o.key, o.value)
-            for topic, updates in ((names.routed, out.routed), (names.consents, out.consents),
-                                   (names.queries, out.queries)):
+            for k, v in out.routed.items():  # kept encoded: the state store takes the same bytes
+                self._produce(producer, names.routed, k.encode(), out.encoded.setdefault(k, json_bytes(v)))
+            for topic, updates in ((names.consents, out.consents), (names.queries, out.queries)):
                 for k, v in updates.items():
                     self._produce(producer, topic, k.encode(), json_bytes(v))
             metadata = await consumer.consumer_group_metadata()
@@ -356,21 +453,24 @@ class Router:
         await asyncio.sleep(ABORT_BACKOFF_S)
         return False
 
-    async def _seek_firsts(self, sources: list[Source], *,
-                           skip: frozenset[tuple[str, int]] = frozenset()) -> None:
-        """Position each partition of a batch at its first record, to read it again."""
+    async def _seek_firsts(self, sources: list[Source]) -> None:
+        """Position each partition of a batch at its first record, to read it again; parked records
+        from there on are forgotten, since they will be read again too."""
         consumer = self._consumer
         assert consumer is not None
         firsts: dict[tuple[str, int], int] = {}
         for src in sources:
-            firsts.setdefault((src.topic, src.partition), src.offset)
+            where = (src.topic, src.partition)
+            firsts[where] = min(firsts.get(where, src.offset), src.offset)
         for (topic, partition), first in firsts.items():
-            if (topic, partition) not in skip:
+            if (topic, partition) in self._owned:
                 with contextlib.suppress(KafkaException):
                     await consumer.seek(TopicPartition(topic, partition, first))
+                self._parking.drop_from((topic, partition), first)
+                self._consumed[(topic, partition)] = first
 
     @staticmethod
-    def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+    def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None) -> None:
         while True:
             try:
                 producer.produce(topic, value, key)
@@ -381,8 +481,7 @@ class Router:
 
     def _committed(self, out: BatchOutcome, records: int, seconds: float) -> None:
         """Apply our own writes to the state view at once, then count."""
-        for key, value in out.routed.items():
-            self.state.routed.put_local(key, value)
+        self.state.routed.put_many_local(out.routed, out.encoded)
         for key, value in out.consents.items():
             self.state.consents.put_local(key, value)
         m = self.metrics

@@ -46,6 +46,12 @@ class RouterMetrics:
         self.catch_ups = Counter("liaison_router_state_catch_ups_total",
                                  "Reads of the shared state on a message citing one not seen yet.",
                                  registry=registry)
+        self.parked_total = Counter("liaison_router_parked_total",
+                                    "Records parked to wait for a message they cite, not seen here yet.",
+                                    registry=registry)
+        self.parked = Gauge("liaison_router_parked_records",
+                            "Records waiting for a message they cite (the others are routed meanwhile).",
+                            registry=registry)
         self.lag = Gauge("liaison_router_consumer_lag",
                          "Records in this instance's outbox partitions not routed yet, by topic family "
                          "(alerts, queries, replies).", ["family"], registry=registry)

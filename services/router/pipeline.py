@@ -63,6 +63,7 @@ class BatchOutcome:
     decisions: list[tuple[str, str, str | None]] = field(default_factory=list)  # type, outcome, reason
     dead_letters: list[str] = field(default_factory=list)  # error codes
     created_ms: list[int] = field(default_factory=list)  # record timestamps, for latency
+    encoded: dict[str, bytes] = field(default_factory=dict)  # routed values as written to bus.routed
     parent: BatchOutcome | None = None
 
     def child(self) -> BatchOutcome:
@@ -170,16 +171,19 @@ class Pipeline:
             raise WrongType(f"a {name} record on {src.topic}, which carries {expected}")
         return name, record
 
-    def unknown_references(self, item: Decoded, out: BatchOutcome) -> bool:
-        """True when the record cites a message this instance has not seen (yet), in its state or
+    def unknown_refs(self, item: Decoded, out: BatchOutcome) -> frozenset[str]:
+        """The messages the record cites that this instance has not seen (yet), in its state or
         earlier in the same batch."""
         if isinstance(item, DecodeError):
-            return False
+            return frozenset()
         env = item[1]["envelope"]
-        routed = self.state.routed.items
-        return any(isinstance(ref, str) and L.canonical_uuid(ref) and ref not in routed
-                   and out.pending_routed(ref) is None
-                   for ref in (env["correlation_id"], env["derived_from"]))
+        return frozenset(ref for ref in (env["correlation_id"], env["derived_from"])
+                         if isinstance(ref, str) and L.canonical_uuid(ref) and not self.knows(ref, out))
+
+    def knows(self, message_id: str, out: BatchOutcome | None) -> bool:
+        """Whether the message was routed, as far as this instance knows."""
+        return message_id in self.state.routed.items or (
+            out is not None and out.pending_routed(message_id) is not None)
 
     def unseen_id(self, item: Decoded) -> bool:
         """True when the record's own id is not in this instance's view of routed messages."""
@@ -306,7 +310,8 @@ class Pipeline:
             return
         now = self.now_ms()
         view = self.state.overlay(out.pending_routed, out.pending_consent)
-        result: RoutingResult = self.engine().route(
+        engine = self.engine()
+        result: RoutingResult = engine.route(
             message_type, record, outbox_owner=owner[1], now_ms=now, state=view)
         rejection = result.rejection
         if rejection is not None:
@@ -345,7 +350,9 @@ class Pipeline:
             message_type, env["originator"], list(env["handling_codes"]), delivered,
             kind=record.get("kind") if message_type == "Query" else None,
             derived_from=env["derived_from"], digest=digest, restricted=list(env["restricted"]),
-            tlp=env["tlp"])
+            tlp=env["tlp"], source=(src.partition, src.offset),
+            expires=engine.config.expires_ms(message_type, now, record.get("deadline")
+                                             if message_type == "Query" else None))
         log.debug("routed", message_id=env["message_id"], case_id=env["case_id"],
                   originator=env["originator"], trace_id=env["trace_id"], message_type=message_type,
                   delivered=len(delivered), decisions=len(result.decisions))
@@ -376,6 +383,8 @@ class Pipeline:
         and not delivered again (a retry after a lost answer is safe); anything else is refused,
         and the state of the first message is never touched."""
         env = record["envelope"]
+        if prior.get("p") == [src.partition, src.offset] and prior.get("s") == digest:
+            return  # read again after a crash or a rebalance: it was routed, and its outputs committed
         if prior.get("o") == env["originator"] and prior.get("s") == digest:
             out.outputs.append(Output(self.topics.receipts(env["originator"]), _key(env), self._receipt(
                 env["originator"], "ACKNOWLEDGED", about=env, message_type=message_type, recipient=None,
@@ -486,6 +495,7 @@ class Pipeline:
         out.consents[consent_key(shared, requester)] = {
             "provider": reply["envelope"]["originator"], "granted_at": self.now_ms(),
             "reply_id": reply["envelope"]["message_id"], "query_id": query_id,
+            "x": view.expiry_of(shared),  # a consent lasts as long as the bus remembers the message
         }
 
     def _receipt(self, to: str, kind: str, *, about: dict[str, Any] | None, message_type: str,

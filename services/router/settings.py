@@ -7,12 +7,12 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from liaison.core.settings import ServiceSettings, prefixed_names
+from liaison.core.settings import StatefulSettings, prefixed_names
 from liaison.local.paths import REPO_ROOT
 from services.router.limits import Limits
 
 
-class RouterSettings(ServiceSettings):
+class RouterSettings(StatefulSettings):
     @model_validator(mode="before")
     @classmethod
     def _names_follow_the_prefix(cls, data: Any) -> Any:
@@ -24,8 +24,8 @@ class RouterSettings(ServiceSettings):
         default="liaison-router", description="The transactional id is <prefix>.<instance_id>.")
     instance_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
-        description="Stable name of this instance (e.g. a StatefulSet pod); default host-pid. A restart "
-                    "under the same name aborts its predecessor's open transaction at once.")
+        description="Stable name of this instance (e.g. a StatefulSet pod); default: host and state "
+                    "slot. A restart under the same name aborts its predecessor's open transaction.")
     transaction_timeout_ms: int = Field(
         default=10_000, ge=1000, description="How long a dead instance's open transaction holds its "
                                              "partitions before the broker aborts it.")
@@ -38,8 +38,20 @@ class RouterSettings(ServiceSettings):
         default=20, ge=1, description="Long-poll wait; short, since a resumed partition waits for it.")
     metadata_max_age_ms: int = Field(default=5000, ge=500, description="How soon new outboxes are seen.")
     session_timeout_ms: int = Field(default=10_000, ge=1000)
-    catch_up_timeout_s: float = Field(default=2.0, gt=0,
-                                      description="How long to wait for the state view on an unknown id.")
+    catch_up_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long a batch waits for bus.routed to be read up to date "
+                                       "when it holds message ids this instance has not seen.")
+    unknown_ref_wait_s: float = Field(
+        default=2.0, gt=0, description="How long a record citing a message not seen yet waits (parked, "
+                                       "while the records behind it are routed) for it to show.")
+    unknown_ref_ttl_s: float = Field(
+        default=60.0, ge=0, description="How long a reference that a whole wait did not find is "
+                                        "treated as unknown at once (the negative cache).")
+    max_parked: int = Field(default=10_000, ge=0,
+                            description="Records parked at most; beyond, an unknown reference waits not.")
+    state_sweep_interval_s: float = Field(
+        default=600.0, gt=0, description="How often expired state entries are looked for and deleted "
+                                         "(tombstones in bus.routed and bus.consents).")
 
     # -- what one input may cost (see services/router/limits.py) --------------------------------
     max_record_bytes: int = Field(default=900 * 1024, ge=1024, description="Largest outbox record routed.")

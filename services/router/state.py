@@ -12,16 +12,21 @@ from typing import Any
 
 from liaison.core.settings import KafkaSettings
 from liaison.query_record import answer_key, answer_value
+from liaison.store import StateDir
 from liaison.table import CompactedTable
 
 
 def routed_value(message_type: str, originator: str, handling: list[str], delivered: list[str],
                  *, kind: str | None = None, derived_from: str | None = None, digest: str | None = None,
-                 restricted: list[str] | None = None, tlp: str | None = None) -> dict[str, Any]:
+                 restricted: list[str] | None = None, tlp: str | None = None,
+                 expires: int | None = None, source: tuple[int, int] | None = None) -> dict[str, Any]:
     """`s` is a digest of the bytes as sent (a byte-identical re-send is recognised by it); `r` and
-    `l` are the message's restrictions and TLP label, which notices about it must honour."""
+    `l` are the message's restrictions and TLP label, which notices about it must honour; `x` is
+    when the bus forgets the message; `p` is the outbox partition and offset it was read from, so
+    that reading it again (after a crash or a rebalance) is recognised as such."""
     return {"t": message_type, "o": originator, "h": handling, "d": delivered, "k": kind,
-            "f": derived_from, "s": digest, "r": restricted or [], "l": tlp}
+            "f": derived_from, "s": digest, "r": restricted or [], "l": tlp, "x": expires,
+            "p": list(source) if source else None}
 
 
 def open_query(query: dict[str, Any], requested: list[str], deadline: int) -> dict[str, Any]:
@@ -76,6 +81,11 @@ class RoutedView:
         entry = self._routed(message_id)
         return None if entry is None else entry.get("f")
 
+    def expiry_of(self, message_id: str) -> int | None:
+        """When the bus forgets the message (None: never, for entries written before expiry)."""
+        entry = self._routed(message_id)
+        return None if entry is None else entry.get("x")
+
     def terms_of(self, message_id: str) -> tuple[frozenset[str], str | None] | None:
         """The restrictions and TLP label of a routed message, which notices about it honour."""
         entry = self._routed(message_id)
@@ -85,11 +95,15 @@ class RoutedView:
 class RouterState(RoutedView):
     """The RoutingState the policy engine reads, backed by compacted tables."""
 
-    def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str) -> None:
+    def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str,
+                 state_dir: StateDir | None = None) -> None:
+        """With `state_dir`, routed messages and consents live on disk, else in memory."""
         # Followed continuously (others' writes too), so that the per-batch check that a new message
         # id is not someone else's costs one ListOffsets round trip, not a read of the backlog.
-        self.routed = CompactedTable(settings, routed_topic, fetch_max_wait_ms=10)
-        self.consents = CompactedTable(settings, consents_topic)
+        self.routed = CompactedTable(settings, routed_topic, fetch_max_wait_ms=10,
+                                     store=state_dir.store("routed") if state_dir else None)
+        self.consents = CompactedTable(settings, consents_topic,
+                                       store=state_dir.store("consents") if state_dir else None)
         # bus.queries is written, never read: a query's base and each answer have keys of their own.
         self._tables = (self.routed, self.consents)
         super().__init__(self.routed.items.get, self.consents.items.__contains__)

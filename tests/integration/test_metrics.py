@@ -85,9 +85,9 @@ async def test_routing_outcomes_move_the_scraped_counters(kafka_bootstrap: str) 
 
 
 async def test_lag_counts_outbox_records_the_router_has_not_routed(kafka_bootstrap: str) -> None:
-    """While replies wait for the messages they cite, lag counts them; routing brings it to zero."""
+    """While replies wait (parked) for the messages they cite, lag counts them; routing brings it to zero."""
     async with running_bus(kafka_bootstrap, router=False) as bus:
-        router = await bus.start_router(catch_up_timeout_s=8.0)
+        router = await bus.start_router(unknown_ref_wait_s=8.0)
         router.lag_interval_s = 0.2
         async with MetricsServer(router.registry) as server:
             await eventually(lambda: _owned(router), bool, timeout_s=60)
