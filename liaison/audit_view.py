@@ -19,6 +19,7 @@ from liaison.contract import ready_codec
 from liaison.core.lifecycle import AsyncResource
 from liaison.core.settings import KafkaSettings
 from liaison.errors import DecodeError, LiaisonError
+from liaison.query_record import query_record
 from liaison.registry_client import RegistryClient
 from liaison.sdk.builders import MessageError
 from liaison.sdk.client import decode_learning, kafka_faults, message_key, partitions_of
@@ -178,11 +179,13 @@ async def case_thread(settings: KafkaSettings, case_id: str) -> list[Record]:
 
 
 async def query_states(settings: KafkaSettings, query_ids: Sequence[str]) -> dict[str, Record]:
-    """The lifecycle records (`bus.queries`) of these queries: deadline, state, answers, timers."""
+    """The lifecycle records of these queries (`bus.queries`, each assembled from its keys): deadline,
+    state, answers, timers."""
     if not query_ids:
         return {}
     async with CompactedTable(settings, settings.topics.queries) as table:
-        return {qid: table.items[qid] for qid in query_ids if qid in table.items}
+        found = {qid: query_record(table.items.get, qid) for qid in query_ids}
+    return {qid: record for qid, record in found.items() if isinstance(record, dict)}
 
 
 def query_row(state: Record) -> Record:

@@ -1,9 +1,11 @@
-"""The deadlines service: follow `bus.queries`, fire each query's timers, commit notices and state together.
+"""The deadlines service: follow `bus.queries`, fire each query's timers, commit notices and timers together.
 
-The timers are not stored anywhere: they are recomputed from the compacted `bus.queries` topic
-(read to its end at start) and the clock. Each firing is one Kafka transaction holding the
-receipts and the query record with the fired timer recorded (`reminded`, `overdue`,
-`closed_notified`), so a timer is sent exactly once, also across restarts.
+The timers are not stored anywhere else: they are recomputed from the compacted `bus.queries`
+topic (read to its end at start) and the clock. Each query there is several keys (see
+`liaison.query_record`): the router writes the query and each answer, this service only the
+query's timers key (`reminded`, `overdue`, `closed_notified`). Each firing is one Kafka transaction
+holding the receipts and the timers key with the fired timers recorded, so a timer is sent exactly
+once, also across restarts; as nobody else writes that key, no other write can hide a fired timer.
 
 The service has no input partitions to fence on, so it uses one transactional id: starting an
 instance fences the previous one (its next transaction fails and it stops). One instance is active
@@ -33,21 +35,20 @@ from liaison.core.metrics import MetricsServer
 from liaison.core.runner import ShutdownSignal
 from liaison.errors import BrokerUnavailable, ConfigError, LiaisonError
 from liaison.kafka_admin import ensure_topics
+from liaison.query_record import query_id_of, query_record, timers_key
 from liaison.registry_client import RegistryClient
 from liaison.table import CompactedTable, json_bytes
 from services.deadlines.lifecycle import (
-    CLOSED_STATES,
     PRIORITIES,
     Event,
-    EventKind,
     MalformedQuery,
     Notice,
     QueryState,
+    has_timer,
     mark_fired,
     new_final_answers,
     notices,
     plan,
-    unrecorded,
 )
 from services.deadlines.metrics import DeadlinesMetrics, OpenQueries, priority_label
 from services.deadlines.settings import DeadlinesSettings
@@ -80,12 +81,11 @@ class SystemClock:
 
 
 class Firing(NamedTuple):
-    """One query's share of a transaction: its events due, and fired timers its record lost."""
+    """One query's share of a transaction: its events due and the value of its timers key after them."""
 
     query: QueryState
-    record: dict[str, Any]
     events: tuple[Event, ...]
-    repairs: tuple[Event, ...]
+    timers: dict[str, Any]
 
 
 class DeadlinesFenced(LiaisonError):
@@ -109,8 +109,9 @@ class DeadlineService(AsyncResource):
         self._sender: BatchSender | None = None
         # Queries that still need a timer (OPEN, or closed and the requester not told yet).
         self._views: dict[str, QueryState] = {}
-        # Timers this process fired, in case a concurrent writer's record hides them for a while.
-        self._fired: dict[str, set[tuple[EventKind, str]]] = {}
+        # Timers keys this instance committed whose echo the table has not read back yet: until it
+        # does, the table may still show an older value of the key (read-your-writes).
+        self._unechoed: dict[str, dict[str, Any]] = {}
         # Final answers already observed in the reply-time histogram, per tracked query.
         self._answered: dict[str, frozenset[str]] = {}
         self._dirty: set[str] = set()
@@ -147,7 +148,7 @@ class DeadlineService(AsyncResource):
             await self.stop()
             raise
         self._live = True
-        log.info("deadlines started", queries=len(self.table.items), timers=len(self._views),
+        log.info("deadlines started", timers=len(self._views),
                  transactional_id=self.settings.transactional_id)
 
     async def stop(self) -> None:
@@ -166,11 +167,28 @@ class DeadlineService(AsyncResource):
 
 
     # -- the view -------------------------------------------------------------------------------
+    def _stored(self, key: str) -> Any:
+        """The one read of the table: the value of one key as read from the topic so far."""
+        return self.table.items.get(key)
+
+    def _lookup(self, key: str) -> Any:
+        """The value of one key, this instance's own newest write first."""
+        mine = self._unechoed.get(key)
+        return mine if mine is not None else self._stored(key)
+
+    def _record(self, query_id: str) -> Any:
+        """The query's record assembled from its keys, None while its base is not there."""
+        return query_record(self._lookup, query_id)
+
     def _changed(self, changes: dict[str, Any]) -> None:
-        """Called by the table for every batch of changed records, ours included."""
-        for query_id, record in changes.items():
-            self._track(query_id, record)
-            self._dirty.add(query_id)
+        """Called by the table for every batch of changed keys; replans the queries they belong to."""
+        for key, value in changes.items():
+            if key in self._unechoed and value == self._unechoed[key]:
+                del self._unechoed[key]  # our write is read back: the table is as new as we are
+        touched = {query_id_of(key) for key in changes}
+        for query_id in touched:
+            self._track(query_id, self._record(query_id))
+        self._dirty |= touched
         self._open.publish()
         self._wake.set()
 
@@ -193,7 +211,7 @@ class DeadlineService(AsyncResource):
             histogram = self.metrics.time_to_reply.labels(priority_label(query.priority))
             for _, millis in new_final_answers(query, seen):
                 histogram.observe(millis / 1000)
-        if query.is_open or (query.state in CLOSED_STATES and not query.closed_notified):
+        if has_timer(query):
             self._views[query_id] = query
             self._answered[query_id] = seen | query.final_answers
         else:
@@ -201,7 +219,6 @@ class DeadlineService(AsyncResource):
 
     def _forget(self, query_id: str) -> None:
         self._views.pop(query_id, None)
-        self._fired.pop(query_id, None)
         self._answered.pop(query_id, None)
         self._schedule.pop(query_id, None)
 
@@ -243,9 +260,8 @@ class DeadlineService(AsyncResource):
             if query is None:
                 self._schedule.pop(query_id, None)
                 continue
-            fired = self._fired.get(query_id, ())
-            timers = plan(query, now, self.settings.reminder_share, fired=fired)
-            if timers.due or unrecorded(query, fired):
+            timers = plan(query, now, self.settings.reminder_share)
+            if timers.due:
                 due.append(query_id)
             else:
                 self._set_timer(query_id, timers.next_at)
@@ -295,7 +311,8 @@ class DeadlineService(AsyncResource):
         """Send the notices of up to `batch_max_queries` queries and record them, in one transaction."""
         batch, rest = due[:self.settings.batch_max_queries], due[self.settings.batch_max_queries:]
         self._retry_later(rest)
-        # Base the write on everything committed so far (e.g. an answer the router just recorded).
+        # Decide on everything committed so far: an answer the router just recorded ends that
+        # agency's timers, the last one closes the query.
         if not await self.table.wait_caught_up(timeout_s=self.settings.catch_up_timeout_s):
             log.warning("bus.queries could not be read up to date; timers wait", queries=len(batch))
             self._retry_later(batch)
@@ -304,20 +321,18 @@ class DeadlineService(AsyncResource):
         now = self.now_ms()
         firing: list[Firing] = []
         for query_id in batch:
-            query, record = self._views.get(query_id), self.table.items.get(query_id)
-            if query is None or record is None:
+            query = self._views.get(query_id)
+            if query is None:
                 continue
-            fired = self._fired.get(query_id, ())
-            timers = plan(query, now, self.settings.reminder_share, fired=fired)
-            repairs = unrecorded(query, fired)
-            if timers.due or repairs:
-                firing.append(Firing(query, record, timers.due, tuple(repairs)))
-            if not timers.due:
+            timers = plan(query, now, self.settings.reminder_share)
+            if timers.due:
+                firing.append(Firing(query, timers.due, mark_fired(query, timers.due)))
+            else:
                 self._set_timer(query_id, timers.next_at)
         if not firing:
             return
         try:
-            outgoing, updates = await self._records(firing, now)
+            outgoing = await self._records(firing, now)
         except KafkaError as exc:
             log.error("could not read topic metadata; timers wait", error=str(exc))  # noqa: TRY400  # a known fault, named
             self._retry_later(f.query.query_id for f in firing)
@@ -327,18 +342,16 @@ class DeadlineService(AsyncResource):
             self._retry_later(f.query.query_id for f in firing)
             await self._pause(shutdown)
             return
-        self._committed(firing, updates)
+        self._committed(firing)
 
-    async def _records(self, firing: list[Firing],
-                       now: int) -> tuple[list[Record], dict[str, dict[str, Any]]]:
-        """The receipts and the updated query records of one transaction."""
+    async def _records(self, firing: list[Firing], now: int) -> list[Record]:
+        """The receipts and the timers keys of one transaction."""
         assert self._codec is not None
         topics = self.settings.topics
         wanted = {topics.receipts(n.to) for f in firing for e in f.events for n in notices(f.query, e)}
         await self._refresh_topics(wanted)
         outgoing: list[Record] = []
-        updates: dict[str, dict[str, Any]] = {}
-        for query, record, events, repairs in firing:
+        for query, events, timers in firing:
             key = (query.case_id or query.query_id).encode()
             for event in events:
                 for notice in notices(query, event):
@@ -349,9 +362,8 @@ class DeadlineService(AsyncResource):
                         self.metrics.undeliverable.inc()
                         continue
                     outgoing.append((topic, key, self._receipt(query, notice, now)))
-            updates[query.query_id] = mark_fired(record, [*repairs, *events])
-            outgoing.append((topics.queries, query.query_id.encode(), json_bytes(updates[query.query_id])))
-        return outgoing, updates
+            outgoing.append((topics.queries, timers_key(query.query_id).encode(), json_bytes(timers)))
+        return outgoing
 
     async def _refresh_topics(self, wanted: set[str]) -> None:
         if wanted <= self._known_topics:
@@ -398,27 +410,24 @@ class DeadlineService(AsyncResource):
         self.metrics.transactions.labels("committed").inc()
         return True
 
-    def _committed(self, firing: list[Firing], updates: dict[str, dict[str, Any]]) -> None:
-        """Count and log, then apply our writes to the view unless a newer record arrived meanwhile."""
+    def _committed(self, firing: list[Firing]) -> None:
+        """Count and log, then apply our timers to the view at once (the table echoes them later)."""
         counters = {"REMINDER": self.metrics.reminders, "OVERDUE": self.metrics.overdue,
                     "CLOSED": self.metrics.closed}
         messages = {"REMINDER": "reminder sent", "OVERDUE": "overdue notices sent",
                     "CLOSED": "closing notice sent"}
-        for query, record, events, repairs in firing:
-            fired = self._fired.setdefault(query.query_id, set())
+        for query, events, timers in firing:
             bound = log.bind(query_id=query.query_id, case_id=query.case_id)
-            if repairs:
-                bound.warning("fired timers written again: a concurrent write of the record hid them",
-                              timers=[f"{e.kind}:{e.agency}" for e in repairs])
             for event in events:
-                fired.add((event.kind, event.agency))
                 counters[event.kind].inc()
                 bound.info(messages[event.kind], agency=event.agency, requester=query.requester,
                            deadline=query.deadline, due_at=event.due_at)
-            if self.table.items.get(query.query_id) is record:
-                self.table.put_local(query.query_id, updates[query.query_id])
-            else:  # the table moved on (our echo or another writer's record): replan from it
-                self._retry_later([query.query_id])
+            key = timers_key(query.query_id)
+            if self._stored(key) != timers:  # not read back yet (it may already be)
+                self._unechoed[key] = timers
+            self._track(query.query_id, self._record(query.query_id))
+            self._retry_later([query.query_id])
+        self._open.publish()
 
 
 def _retrieve(futures: list[asyncio.Future[object]]) -> None:

@@ -1,10 +1,10 @@
-"""The timers of one open query, as pure functions of its `bus.queries` record and the time.
+"""The timers of one query, as pure functions of its assembled `bus.queries` record and the time.
 
-A record (written by the router, see the README's "Query lifecycle and deadlines") says who was
-asked, who answered and how, and which timers already fired (`reminded`, `overdue`,
-`closed_notified`). From it and `now` this module says which notices are due and when the next
-timer falls; the service sends them and writes the record back with `mark_fired`. No Kafka, no
-clock: unit-tested in milliseconds.
+The record (assembled by `liaison.query_record` from the keys the router and this service write,
+see the README's "Query lifecycle and deadlines") says who was asked, who answered and how, and
+which timers already fired (`reminded`, `overdue`, `closed_notified`). From it and `now` this
+module says which notices are due and when the next timer falls; the service sends them and writes
+the query's timers key with `mark_fired`. No Kafka, no clock: unit-tested in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-OPEN = "OPEN"
-CLOSED_STATES = frozenset({"ANSWERED", "REFUSED"})
-"""States in which the requester is told once that its query is closed; other states get nothing."""
-FINAL_OUTCOMES = frozenset({"HIT", "NO_HIT", "REFUSED", "GRANTED"})
-"""Every reply outcome but PARTIAL settles the requested agency's duty to answer."""
+from liaison.query_record import CLOSED_STATES, FINAL_OUTCOMES, OPEN, timers_value
+
 PRIORITIES = ("NORMAL", "HIGH", "URGENT")
 
 EventKind = Literal["REMINDER", "OVERDUE", "CLOSED"]
@@ -30,7 +27,7 @@ class MalformedQuery(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class QueryState:
-    """What the timers read from one `bus.queries` record."""
+    """What the timers read from one query's assembled record."""
 
     query_id: str
     requester: str
@@ -130,32 +127,26 @@ class Notice:
     reason: str
 
 
-def plan(query: QueryState, now_ms: int, share: float, *,
-         fired: Iterable[tuple[EventKind, str]] = ()) -> Plan:
+def plan(query: QueryState, now_ms: int, share: float) -> Plan:
     """The events due at `now_ms` and the instant of the next one.
 
-    `fired` adds timers known to have fired that the record does not show (yet). A reminder whose
-    deadline has passed is not sent any more: the overdue notice replaces it.
+    A reminder whose deadline has passed is not sent any more: the overdue notice replaces it.
     """
-    done = set(fired)
     if not query.is_open:
-        if (query.state in CLOSED_STATES and not query.closed_notified
-                and ("CLOSED", query.requester) not in done):
+        if query.state in CLOSED_STATES and not query.closed_notified:
             return Plan((Event("CLOSED", query.query_id, query.requester, now_ms),), None)
         return Plan((), None)
     remind_at = query.reminder_at(share)
     due: list[Event] = []
     upcoming: list[int] = []
     for agency in query.pending:
-        overdue = agency in query.overdue or ("OVERDUE", agency) in done
-        reminded = agency in query.reminded or ("REMINDER", agency) in done
-        if overdue:
+        if agency in query.overdue:
             continue
         if now_ms >= query.deadline:
             due.append(Event("OVERDUE", query.query_id, agency, query.deadline))
             continue
         upcoming.append(query.deadline)
-        if reminded or remind_at >= query.deadline:
+        if agency in query.reminded or remind_at >= query.deadline:
             continue
         if now_ms >= remind_at:
             due.append(Event("REMINDER", query.query_id, agency, remind_at))
@@ -164,32 +155,25 @@ def plan(query: QueryState, now_ms: int, share: float, *,
     return Plan(tuple(due), min(upcoming) if upcoming else None)
 
 
-def mark_fired(record: Mapping[str, Any], events: Iterable[Event]) -> dict[str, Any]:
-    """The record with `events` recorded, every other field (the router's) kept as it was."""
-    updated = dict(record)
-    reminded = list(record.get("reminded") or [])
-    overdue = list(record.get("overdue") or [])
+def has_timer(query: QueryState) -> bool:
+    """Whether anything can still fire for the query: it is open, or closed and not notified yet."""
+    return query.is_open or (query.state in CLOSED_STATES and not query.closed_notified)
+
+
+def mark_fired(query: QueryState, events: Iterable[Event]) -> dict[str, Any]:
+    """The value of the query's timers key with `events` recorded on top of those already fired.
+
+    Only the deadlines service writes that key, so the value is built from its view alone.
+    """
+    reminded, overdue, closed = set(query.reminded), set(query.overdue), query.closed_notified
     for event in events:
-        if event.kind == "REMINDER" and event.agency not in reminded:
-            reminded.append(event.agency)
-        elif event.kind == "OVERDUE" and event.agency not in overdue:
-            overdue.append(event.agency)
-        elif event.kind == "CLOSED":
-            updated["closed_notified"] = True
-    updated["reminded"] = reminded
-    updated["overdue"] = overdue
-    return updated
-
-
-def unrecorded(query: QueryState, fired: Iterable[tuple[EventKind, str]]) -> list[Event]:
-    """Timers known to have fired that the record does not show: another writer's record hid them."""
-    missing = []
-    for kind, agency in sorted(fired):
-        recorded = (agency in query.reminded if kind == "REMINDER" else
-                    agency in query.overdue if kind == "OVERDUE" else query.closed_notified)
-        if not recorded:
-            missing.append(Event(kind, query.query_id, agency, 0))
-    return missing
+        if event.kind == "REMINDER":
+            reminded.add(event.agency)
+        elif event.kind == "OVERDUE":
+            overdue.add(event.agency)
+        else:
+            closed = True
+    return timers_value(sorted(reminded), sorted(overdue), closed)
 
 
 def notices(query: QueryState, event: Event) -> list[Notice]:

@@ -85,8 +85,7 @@ class Router:
         self.metrics = RouterMetrics(self.registry)
         self._state_dir: StateDir | None = None
         self.state: RouterState = RouterState(settings, routed_topic=settings.topics.routed,
-                                              consents_topic=settings.topics.consents,
-                                              queries_topic=settings.topics.queries)
+                                              consents_topic=settings.topics.consents)
         self.directory = DirectoryFeed(settings)
         self._registry_client = RegistryClient.from_settings(settings)
         self._consumer: AIOConsumer | None = None
@@ -120,7 +119,7 @@ class Router:
         instance = s.instance_id or f"{socket.gethostname()}-{self._state_dir.path.name}"
         self.transactional_id = f"{s.transactional_prefix}.{instance}"
         self.state = RouterState(s, routed_topic=s.topics.routed, consents_topic=s.topics.consents,
-                                 queries_topic=s.topics.queries, state_dir=self._state_dir)
+                                 state_dir=self._state_dir)
         policy = load_policy(self.settings.policy_file)
         await ensure_topics(self.settings, self.settings.topics.bus_topics(
             audit_retention_ms=policy.audit_retention_ms))
@@ -487,8 +486,6 @@ class Router:
         self.state.routed.put_many_local(out.routed, out.encoded)
         for key, value in out.consents.items():
             self.state.consents.put_local(key, value)
-        for key, value in out.queries.items():
-            self.state.queries.put_local(key, value)
         m = self.metrics
         m.commits.labels("committed").inc()
         m.txn_seconds.observe(seconds)

@@ -58,7 +58,7 @@ class BatchOutcome:
 
     outputs: list[Output] = field(default_factory=list)
     routed: dict[str, dict[str, Any]] = field(default_factory=dict)
-    queries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queries: dict[str, dict[str, Any]] = field(default_factory=dict)  # bus.queries keys: each its own writer
     consents: dict[str, dict[str, Any]] = field(default_factory=dict)
     decisions: list[tuple[str, str, str | None]] = field(default_factory=list)  # type, outcome, reason
     dead_letters: list[str] = field(default_factory=list)  # error codes
@@ -80,10 +80,6 @@ class BatchOutcome:
         p.decisions += self.decisions
         p.dead_letters += self.dead_letters
         p.created_ms += self.created_ms
-
-    def pending_query(self, query_id: str) -> dict[str, Any] | None:
-        found = self.queries.get(query_id)
-        return found if found is not None or self.parent is None else self.parent.pending_query(query_id)
 
     def pending_routed(self, message_id: str) -> dict[str, Any] | None:
         found = self.routed.get(message_id)
@@ -409,9 +405,9 @@ class Pipeline:
         """A delivered reply may close a query, record a consent, or tell a data owner of a hit."""
         env = reply["envelope"]
         query_id = env["correlation_id"]
-        current = out.pending_query(query_id) or self.state.queries.items.get(query_id)
-        if current is not None:
-            out.queries[query_id] = answered_query(current, env["originator"], reply["outcome"], now)
+        if view.query_kind_of(query_id) is not None:  # an answer to a query, not to an alert
+            key, value = answered_query(query_id, env["originator"], reply["outcome"], now)
+            out.queries[key] = value
         if reply["outcome"] == "GRANTED":
             self._record_consent(reply, out, view)
         owner = reply["data_owner"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from liaison.core.settings import KafkaSettings
+from liaison.query_record import answer_key, answer_value
 from liaison.store import StateDir
 from liaison.table import CompactedTable
 
@@ -28,27 +29,21 @@ def routed_value(message_type: str, originator: str, handling: list[str], delive
             "p": list(source) if source else None}
 
 
-FINAL_OUTCOMES = frozenset({"HIT", "NO_HIT", "REFUSED", "GRANTED"})
-
-
 def open_query(query: dict[str, Any], requested: list[str], deadline: int) -> dict[str, Any]:
-    """The `bus.queries` record of a query just delivered (the deadlines service adds its timers)."""
+    """The base record of a query just delivered, under its id in `bus.queries`; written once.
+
+    Its answers and timers go to keys of their own (see `liaison.query_record`), so that no writer
+    ever rewrites another's news.
+    """
     env = query["envelope"]
     return {"query_id": env["message_id"], "requester": env["originator"], "requested": requested,
             "kind": query["kind"], "priority": env["priority"], "case_id": env["case_id"],
-            "created_at": env["created_at"], "deadline": deadline, "state": "OPEN", "answers": {},
-            "reminded": [], "overdue": [], "closed_at": None}
+            "created_at": env["created_at"], "deadline": deadline}
 
 
-def answered_query(current: dict[str, Any], replier: str, outcome: str, at: int) -> dict[str, Any]:
-    """The record after a reply reached the requester; closed once every agency answered finally."""
-    updated = {**current, "answers": {**current["answers"], replier: {"outcome": outcome, "at": at}}}
-    finals = {agency: a["outcome"] for agency, a in updated["answers"].items()
-              if a["outcome"] in FINAL_OUTCOMES}
-    if current["state"] == "OPEN" and set(current["requested"]) <= set(finals):
-        updated["state"] = "REFUSED" if set(finals.values()) == {"REFUSED"} else "ANSWERED"
-        updated["closed_at"] = at
-    return updated
+def answered_query(query_id: str, replier: str, outcome: str, at: int) -> tuple[str, dict[str, Any]]:
+    """The key and value that record a reply delivered to the requester: the replier's own key."""
+    return answer_key(query_id, replier, outcome), answer_value(outcome, at)
 
 
 def consent_key(message_id: str, requester: str) -> str:
@@ -101,7 +96,7 @@ class RouterState(RoutedView):
     """The RoutingState the policy engine reads, backed by compacted tables."""
 
     def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str,
-                 queries_topic: str, state_dir: StateDir | None = None) -> None:
+                 state_dir: StateDir | None = None) -> None:
         """With `state_dir`, routed messages and consents live on disk, else in memory."""
         # Followed continuously (others' writes too), so that the per-batch check that a new message
         # id is not someone else's costs one ListOffsets round trip, not a read of the backlog.
@@ -109,8 +104,8 @@ class RouterState(RoutedView):
                                      store=state_dir.store("routed") if state_dir else None)
         self.consents = CompactedTable(settings, consents_topic,
                                        store=state_dir.store("consents") if state_dir else None)
-        self.queries = CompactedTable(settings, queries_topic)
-        self._tables = (self.routed, self.consents, self.queries)
+        # bus.queries is written, never read: a query's base and each answer have keys of their own.
+        self._tables = (self.routed, self.consents)
         super().__init__(self.routed.items.get, self.consents.items.__contains__)
 
     def overlay(self, routed: Callable[[str], dict[str, Any] | None],

@@ -1,168 +1,41 @@
 """The deadlines service on a real broker, driven by a manual clock: no real waiting for deadlines.
 
-Query records are written to `bus.queries` the way the router writes them; the receipts are read
-back read_committed, with a settle time after the expected count so that a duplicate would show.
+Queries and answers are written to `bus.queries` the way the router writes them (a base record
+and one key per answer); the receipts are read back read_committed, with a settle time after the
+expected count so that a duplicate would show.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from liaison.core.runner import ShutdownSignal
-from liaison.table import json_bytes, json_value
 from services.deadlines.app import DeadlineService, DeadlinesFenced, run
-from services.deadlines.settings import DeadlinesSettings
-from tests.bus_harness import Bus, running_bus
-
-HOUR_S = 3600.0
-T0_S = 1_795_870_000.0  # the manual clock's start, seconds since the epoch
-T0 = int(T0_S * 1000)
-HOUR = 3_600_000
-SETTLE_S = 1.5
-
-
-class ManualClock:
-    """A clock that moves only when a test advances it; `advance` wakes whoever waits on it."""
-
-    def __init__(self, start_s: float) -> None:
-        self._now = start_s
-        self._tick = asyncio.Event()
-        self.sleepers: list[float] = []  # instants someone waits for right now
-
-    def now(self) -> float:
-        return self._now
-
-    async def wait_until(self, when: float) -> None:
-        self.sleepers.append(when)
-        try:
-            while self._now < when:
-                tick = self._tick
-                await tick.wait()
-        finally:
-            self.sleepers.remove(when)
-
-    def set(self, now_s: float) -> None:
-        assert now_s >= self._now, "time never goes back"
-        self._now = now_s
-        self._tick.set()
-        self._tick = asyncio.Event()
-
-    async def sleeping_until(self, when_ms: int, *, timeout_s: float = 15.0) -> None:
-        """Wait until the service sleeps until `when_ms`: it planned that timer and nothing is due."""
-        await _until(lambda: any(round(t * 1000) == when_ms for t in self.sleepers), timeout_s,
-                     lambda: f"sleepers {self.sleepers}, wanted {when_ms / 1000}")
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float, describe: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s: {describe()}")
-        await asyncio.sleep(0.01)
-
-
-class Running:
-    """One service instance under test, with its own metrics registry."""
-
-    def __init__(self, service: DeadlineService, task: asyncio.Task[None], shutdown: ShutdownSignal) -> None:
-        self.service, self.task, self.shutdown = service, task, shutdown
-
-    def metric(self, name: str, **labels: str) -> float:
-        value = self.service.registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
-
-    async def seen(self, query_id: str, check: Callable[[dict[str, Any]], bool] = lambda _: True) -> None:
-        """Wait until the service's view holds the query's record and `check` holds on it."""
-        items = self.service.table.items
-        await _until(lambda: query_id in items and check(items[query_id]), 15,
-                     lambda: f"{query_id}: {items.get(query_id)}")
-
-    async def stop(self) -> None:
-        self.shutdown.trigger("test")
-        await asyncio.wait_for(self.task, 30)
-        await self.service.stop()
-
-
-def settings_for(bus: Bus, **overrides: Any) -> DeadlinesSettings:
-    base = bus.settings.model_dump()
-    base.update({"transactional_id": f"{bus.settings.topic_prefix}deadlines", "metrics_port": 0,
-                 "retry_backoff_s": 0.2})
-    base.update(overrides)
-    return DeadlinesSettings(**base)
-
-
-@contextlib.asynccontextmanager
-async def deadlines(bus: Bus, clock: ManualClock) -> AsyncIterator[Running]:
-    service = DeadlineService(settings_for(bus), clock=clock, registry=CollectorRegistry())
-    await service.start()
-    shutdown = ShutdownSignal()
-    running = Running(service, asyncio.create_task(service.run(shutdown)), shutdown)
-    try:
-        yield running
-    finally:
-        if not running.task.done():
-            await running.stop()
-        else:
-            await service.stop()
-
-
-def query_record(query_id: str, *, requested: list[str], deadline_h: float, requester: str = "FR-PN",
-                 created: int = T0, priority: str = "URGENT", **changes: Any) -> dict[str, Any]:
-    """A record as the router writes it when it delivers a query."""
-    record: dict[str, Any] = {
-        "query_id": query_id, "requester": requester, "requested": requested, "kind": "INFORMATION",
-        "priority": priority, "case_id": f"CASE-{query_id[:8]}", "created_at": created,
-        "deadline": created + int(deadline_h * HOUR), "state": "OPEN", "answers": {}, "reminded": [],
-        "overdue": [], "closed_at": None,
-    }
-    record.update(changes)
-    return record
-
-
-async def write_query(bus: Bus, record: dict[str, Any]) -> None:
-    await bus.send_raw(bus.topics.queries, json_bytes(record), key=record["query_id"].encode())
-
-
-async def receipts(bus: Bus, agency: str, count: int, *, settle_s: float = SETTLE_S,
-                   timeout_s: float = 15.0) -> list[dict[str, Any]]:
-    """Every receipt to `agency`, read once `count` arrived and a settle time passed."""
-    return [r for name, r in await bus.read(bus.topics.receipts(agency), count, timeout_s=timeout_s,
-                                            settle_s=settle_s) if name == "Receipt"]
-
-
-def kinds(found: list[dict[str, Any]], query_id: str) -> list[tuple[str, str | None]]:
-    return sorted((r["kind"], r["recipient"]) for r in found if r["envelope"]["correlation_id"] == query_id)
-
-
-async def latest_records(bus: Bus) -> dict[str, dict[str, Any]]:
-    """The compacted view of bus.queries as a new reader builds it: everything committed up to now."""
-    consumer = AIOKafkaConsumer(bus.topics.queries, bootstrap_servers=bus.settings.bootstrap_servers,
-                                group_id=None, isolation_level="read_committed",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await _until(lambda: bool(consumer.assignment()), 15, lambda: "no partitions assigned")
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        view: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + 15
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            assert time.monotonic() < deadline, "bus.queries not read to its end in time"
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                view.update({r.key.decode(): json_value(r.value) for r in records if r.key and r.value})
-        return view
-    finally:
-        await consumer.stop()
+from tests.bus_harness import running_bus
+from tests.deadlines_harness import (
+    HOUR,
+    HOUR_S,
+    T0,
+    T0_S,
+    ManualClock,
+    assembled,
+    deadlines,
+    kinds,
+    latest_record,
+    query_base,
+    receipts,
+    settings_for,
+    until,
+    write_answer,
+    write_query,
+)
 
 
 async def test_reminder_and_overdue_fire_once_each_at_their_time(kafka_bootstrap: str) -> None:
@@ -170,11 +43,13 @@ async def test_reminder_and_overdue_fire_once_each_at_their_time(kafka_bootstrap
     async with running_bus(kafka_bootstrap, router=False) as bus:
         clock = ManualClock(T0_S)
         qid = str(uuid.uuid4())
-        record = query_record(qid, requested=["DE-BKA", "NL-KLPD", "ES-CNP"], deadline_h=8, answers={
-            "NL-KLPD": {"outcome": "PARTIAL", "at": T0 + HOUR},
-            "ES-CNP": {"outcome": "NO_HIT", "at": T0 + 2 * HOUR}})
+        record = query_base(qid, requested=["DE-BKA", "NL-KLPD", "ES-CNP"], deadline_h=8)
+        answers: dict[str, dict[str, Any]] = {"NL-KLPD": {"outcome": "PARTIAL", "at": T0 + HOUR},
+                                              "ES-CNP": {"outcome": "NO_HIT", "at": T0 + 2 * HOUR}}
         async with deadlines(bus, clock) as svc:
             await write_query(bus, record)
+            for agency, answer in answers.items():
+                await write_answer(bus, qid, agency, answer["outcome"], answer["at"])
             await clock.sleeping_until(T0 + 6 * HOUR)
             clock.set(T0_S + 6 * HOUR_S - 1)  # a second early: still asleep until the reminder
             await clock.sleeping_until(T0 + 6 * HOUR)
@@ -203,31 +78,64 @@ async def test_reminder_and_overdue_fire_once_each_at_their_time(kafka_bootstrap
                 ("OVERDUE", "NL-KLPD"), ("REMINDER", "FR-PN")]
             assert await receipts(bus, "ES-CNP", 1, timeout_s=1) == []  # its final answer ended its timers
 
-            stored = (await latest_records(bus))[qid]
-            assert stored == {**record, "reminded": ["DE-BKA", "NL-KLPD"], "overdue": ["DE-BKA", "NL-KLPD"]}
+            assert await latest_record(bus, qid) == assembled(
+                record, answers=answers, reminded=["DE-BKA", "NL-KLPD"], overdue=["DE-BKA", "NL-KLPD"])
             assert svc.metric("liaison_deadlines_reminders_total") == 2
             assert svc.metric("liaison_deadlines_overdue_total") == 2
             assert svc.metric("liaison_deadlines_open_queries", priority="URGENT") == 1
             assert svc.metric("liaison_deadlines_overdue_queries") == 1
 
 
-async def test_a_stale_write_of_the_record_does_not_fire_a_timer_again(kafka_bootstrap: str) -> None:
-    """A router write based on a view without `reminded` is repaired, and no second reminder is sent."""
+async def test_an_answer_recorded_after_a_reminder_keeps_both_and_ends_that_agencys_timers(
+        kafka_bootstrap: str) -> None:
+    """The router's answer key and the service's timers key never overwrite each other: the
+    reminder is not sent again, and the agency that answered gets no overdue notice."""
     async with running_bus(kafka_bootstrap, router=False) as bus:
         clock = ManualClock(T0_S + 7 * HOUR_S)  # past the reminder: it fires at start
         qid = str(uuid.uuid4())
-        record = query_record(qid, requested=["DE-BKA", "NL-KLPD"], deadline_h=8)
+        record = query_base(qid, requested=["DE-BKA", "NL-KLPD"], deadline_h=8)
         async with deadlines(bus, clock) as svc:
             await write_query(bus, record)
             assert len(await receipts(bus, "DE-BKA", 1, settle_s=0)) == 1
             await svc.seen(qid, lambda r: r["reminded"] == ["DE-BKA", "NL-KLPD"])
-            # The router records an answer on top of the record it had before the reminder.
-            answered = {**record, "answers": {"NL-KLPD": {"outcome": "HIT", "at": T0 + 7 * HOUR}}}
-            await write_query(bus, answered)
-            await svc.seen(qid, lambda r: r["answers"] == answered["answers"] and bool(r["reminded"]))
-            assert kinds(await receipts(bus, "DE-BKA", 1), qid) == [("REMINDER", "FR-PN")]
+            await write_answer(bus, qid, "NL-KLPD", "HIT", T0 + 7 * HOUR)
+            await svc.seen(qid, lambda r: "NL-KLPD" in r["answers"])
+            await clock.sleeping_until(T0 + 8 * HOUR)
+            clock.set(T0_S + 8 * HOUR_S)
+            assert kinds(await receipts(bus, "FR-PN", 1), qid) == [("OVERDUE", "DE-BKA")]
+            assert kinds(await receipts(bus, "DE-BKA", 2), qid) == [
+                ("OVERDUE", "DE-BKA"), ("REMINDER", "FR-PN")]
             assert kinds(await receipts(bus, "NL-KLPD", 1), qid) == [("REMINDER", "FR-PN")]
-            assert (await latest_records(bus))[qid] == {**answered, "reminded": ["DE-BKA", "NL-KLPD"]}
+            assert await latest_record(bus, qid) == assembled(
+                record, answers={"NL-KLPD": {"outcome": "HIT", "at": T0 + 7 * HOUR}},
+                reminded=["DE-BKA", "NL-KLPD"], overdue=["DE-BKA"])
+
+
+async def test_a_record_in_the_single_record_shape_keeps_its_timers_and_closes_once(
+        kafka_bootstrap: str) -> None:
+    """A query recorded before the keys were split: its answers and fired timers count, and an
+    answer recorded the new way closes it."""
+    async with running_bus(kafka_bootstrap, router=False) as bus:
+        clock = ManualClock(T0_S + 9 * HOUR_S)
+        qid = str(uuid.uuid4())
+        legacy = {**query_base(qid, requested=["DE-BKA", "NL-KLPD", "ES-CNP"], deadline_h=8),
+                  "state": "OPEN", "closed_at": None, "reminded": ["DE-BKA", "ES-CNP"],
+                  "overdue": ["ES-CNP"], "answers": {"NL-KLPD": {"outcome": "NO_HIT", "at": T0 + HOUR}}}
+        await write_query(bus, legacy)
+        async with deadlines(bus, clock) as svc:
+            assert kinds(await receipts(bus, "FR-PN", 1), qid) == [("OVERDUE", "DE-BKA")]
+            await svc.seen(qid, lambda r: r["overdue"] == ["ES-CNP", "DE-BKA"])
+            await write_answer(bus, qid, "DE-BKA", "HIT", T0 + 9 * HOUR)
+            await write_answer(bus, qid, "ES-CNP", "REFUSED", T0 + 10 * HOUR)
+            fr = await receipts(bus, "FR-PN", 2)
+            assert kinds(fr, qid) == [("CLOSED", None), ("OVERDUE", "DE-BKA")]
+            assert kinds(await receipts(bus, "NL-KLPD", 1, timeout_s=1), qid) == []
+            assert svc.metric("liaison_deadlines_reminders_total") == 0
+            record = await latest_record(bus, qid)
+            assert (record["state"], record["closed_at"], record["closed_notified"]) == (
+                "ANSWERED", T0 + 10 * HOUR, True)
+            assert record["overdue"] == ["ES-CNP", "DE-BKA"]
+            assert sorted(record["answers"]) == ["DE-BKA", "ES-CNP", "NL-KLPD"]
 
 
 async def test_restarts_fire_nothing_twice_and_catch_up_on_missed_timers(kafka_bootstrap: str) -> None:
@@ -236,7 +144,7 @@ async def test_restarts_fire_nothing_twice_and_catch_up_on_missed_timers(kafka_b
         clock = ManualClock(T0_S)
         a, b, c = (str(uuid.uuid4()) for _ in range(3))
         for qid, hours in ((a, 8), (b, 4), (c, 5)):  # reminders at 6 h, 3 h, 3.75 h
-            await write_query(bus, query_record(qid, requested=["DE-BKA"], deadline_h=hours))
+            await write_query(bus, query_base(qid, requested=["DE-BKA"], deadline_h=hours))
 
         async with deadlines(bus, clock) as first:
             await clock.sleeping_until(T0 + 3 * HOUR)
@@ -287,27 +195,27 @@ async def test_a_late_answer_closes_an_overdue_query_with_one_notice(kafka_boots
             return registry.get_sample_value(name, labels) or 0.0
 
         qid = str(uuid.uuid4())
-        record = query_record(qid, requested=["DE-BKA"], deadline_h=8, priority="HIGH")
+        record = query_base(qid, requested=["DE-BKA"], deadline_h=8, priority="HIGH")
         with capture_logs() as logs:
             task = asyncio.create_task(run(settings_for(bus), shutdown, clock=clock, registry=registry))
             try:
-                await _until(lambda: any(e["event"] == "deadlines running" for e in logs) or task.done(),
+                await until(lambda: any(e["event"] == "deadlines running" for e in logs) or task.done(),
                              30, lambda: str(logs))
                 url = next(e["metrics"] for e in logs if e["event"] == "deadlines running")
                 await write_query(bus, record)
                 assert kinds(await receipts(bus, "FR-PN", 1, settle_s=0), qid) == [("OVERDUE", "DE-BKA")]
-                await _until(lambda: metric("liaison_deadlines_overdue_queries") == 1, 15, str)
+                await until(lambda: metric("liaison_deadlines_overdue_queries") == 1, 15, str)
 
                 clock.set(T0_S + 11 * HOUR_S)
-                closed = {**record, "overdue": ["DE-BKA"], "state": "ANSWERED", "closed_at": T0 + 11 * HOUR,
-                          "answers": {"DE-BKA": {"outcome": "HIT", "at": T0 + 11 * HOUR}}}
-                await write_query(bus, closed)
+                await write_answer(bus, qid, "DE-BKA", "HIT", T0 + 11 * HOUR)
                 fr = await receipts(bus, "FR-PN", 2)
                 assert kinds(fr, qid) == [("CLOSED", None), ("OVERDUE", "DE-BKA")]
                 notice = next(r for r in fr if r["kind"] == "CLOSED")
                 assert notice["reason_code"] == "ANSWERED"
                 assert "DE-BKA HIT" in notice["reason"]
-                assert (await latest_records(bus))[qid] == {**closed, "closed_notified": True}
+                assert await latest_record(bus, qid) == assembled(
+                    record, answers={"DE-BKA": {"outcome": "HIT", "at": T0 + 11 * HOUR}}, overdue=["DE-BKA"],
+                    state="ANSWERED", closed_at=T0 + 11 * HOUR, closed_notified=True)
                 assert kinds(await receipts(bus, "DE-BKA", 1), qid) == [("OVERDUE", "DE-BKA")]
 
                 exposed = await asyncio.to_thread(_scrape, url)
@@ -335,7 +243,7 @@ async def test_a_second_instance_fences_the_first(kafka_bootstrap: str) -> None:
     async with running_bus(kafka_bootstrap, router=False) as bus:
         clock = ManualClock(T0_S)
         qid = str(uuid.uuid4())
-        await write_query(bus, query_record(qid, requested=["DE-BKA"], deadline_h=8))
+        await write_query(bus, query_base(qid, requested=["DE-BKA"], deadline_h=8))
         async with deadlines(bus, clock) as old:
             await clock.sleeping_until(T0 + 6 * HOUR)
             standby = DeadlineService(settings_for(bus), clock=clock, registry=CollectorRegistry())

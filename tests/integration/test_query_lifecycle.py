@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from liaison.query_record import query_record
 from liaison.sdk import envelope, query, reply
 from tests.bus_harness import Bus, running_bus
 
 HOUR_MS = 3_600_000
 
 
-async def _query_state(bus: Bus, query_id: str, count: int) -> dict[str, object]:
+async def _query_state(bus: Bus, query_id: str, count: int) -> dict[str, Any]:
+    """The query's record assembled from the first `count` records of bus.queries (its keys)."""
     records = await bus.read_raw(bus.topics.queries, count)
-    states = [json.loads(r.value) for r in records if r.key == query_id.encode() and r.value]
-    assert states, f"no bus.queries record for {query_id}"
-    return states[-1]
+    view = {r.key.decode(): json.loads(r.value) for r in records if r.key and r.value}
+    state = query_record(view.get, query_id)
+    assert isinstance(state, dict), f"no bus.queries record for {query_id}"
+    return state
 
 
 async def test_urgent_query_gets_its_legal_deadline_and_closes_on_the_final_reply(
@@ -42,6 +46,7 @@ async def test_urgent_query_gets_its_legal_deadline_and_closes_on_the_final_repl
         closed = await _query_state(bus, qid, 2)
         assert closed["state"] == "ANSWERED"
         assert closed["answers"]["ES-CNP"]["outcome"] == "HIT"
+        assert closed["closed_at"] == closed["answers"]["ES-CNP"]["at"]
 
 
 async def test_hit_notification_reaches_the_owner_of_the_record(kafka_bootstrap: str) -> None:

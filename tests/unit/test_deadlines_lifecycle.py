@@ -1,4 +1,4 @@
-"""The timers of a query as pure functions of its `bus.queries` record and the time."""
+"""The timers of a query as pure functions of its assembled `bus.queries` record and the time."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from services.deadlines.lifecycle import (
     Event,
     MalformedQuery,
     QueryState,
+    has_timer,
     mark_fired,
     new_final_answers,
     notices,
     plan,
-    unrecorded,
 )
 
 HOUR = 3_600_000
@@ -91,15 +91,6 @@ def test_a_reminder_missed_while_down_fires_at_start_when_the_deadline_is_still_
     assert due(state(), T0 + 7 * HOUR) == [("REMINDER", "DE-BKA"), ("REMINDER", "NL-KLPD")]
 
 
-def test_timers_this_process_fired_count_even_when_the_record_hides_them() -> None:
-    """A concurrent writer may overwrite `reminded`; the process's own memory still holds."""
-    query = state()
-    assert due(query, T0 + 7 * HOUR, fired=[("REMINDER", "DE-BKA")]) == [("REMINDER", "NL-KLPD")]
-    assert [(e.kind, e.agency) for e in unrecorded(query, [("REMINDER", "DE-BKA")])] == [
-        ("REMINDER", "DE-BKA")]
-    assert unrecorded(state(reminded=["DE-BKA"]), [("REMINDER", "DE-BKA")]) == []
-
-
 def test_a_deadline_not_after_creation_skips_the_reminder() -> None:
     query = state(deadline=T0)
     assert due(query, T0) == [("OVERDUE", "DE-BKA"), ("OVERDUE", "NL-KLPD")]
@@ -115,25 +106,27 @@ def test_an_answered_query_is_closed_once_and_has_no_timers() -> None:
     assert [(e.kind, e.agency) for e in timers.due] == [("CLOSED", "FR-PN")]
     assert timers.next_at is None
     assert due(state(state="ANSWERED", closed_notified=True), T0 + 9 * HOUR) == []
-    assert due(answered, T0 + 9 * HOUR, fired=[("CLOSED", "FR-PN")]) == []
     assert due(state(state="REFUSED"), T0) == [("CLOSED", "FR-PN")]
     assert due(state(state="WITHDRAWN"), T0 + 9 * HOUR) == []
 
 
-def test_mark_fired_keeps_the_routers_fields_and_is_idempotent() -> None:
-    original = record(answers={"NL-KLPD": {"outcome": "PARTIAL", "at": T0 + 1}}, reminded=["NL-KLPD"],
-                      extra_field="kept")
+def test_mark_fired_is_the_timers_key_with_the_events_added() -> None:
+    """The value holds only the timers (no field of the router's), old ones kept; it is idempotent."""
+    query = state(reminded=["NL-KLPD"], overdue=[])
     events = [Event("REMINDER", "q-1", "DE-BKA", T0), Event("REMINDER", "q-1", "NL-KLPD", T0),
               Event("OVERDUE", "q-1", "DE-BKA", T0)]
-    updated = mark_fired(original, events)
-    assert updated["reminded"] == ["NL-KLPD", "DE-BKA"]
-    assert updated["overdue"] == ["DE-BKA"]
-    assert "closed_notified" not in updated
-    assert {k: v for k, v in updated.items() if k not in ("reminded", "overdue")} == {
-        k: v for k, v in original.items() if k not in ("reminded", "overdue")}
-    assert original["reminded"] == ["NL-KLPD"]  # the input is not changed
-    assert mark_fired(updated, events) == updated
-    assert mark_fired(original, [Event("CLOSED", "q-1", "FR-PN", T0)])["closed_notified"] is True
+    timers = mark_fired(query, events)
+    assert timers == {"reminded": ["DE-BKA", "NL-KLPD"], "overdue": ["DE-BKA"], "closed_notified": False}
+    assert mark_fired(state(**timers), events) == timers
+    assert mark_fired(query, [Event("CLOSED", "q-1", "FR-PN", T0)]) == {
+        "reminded": ["NL-KLPD"], "overdue": [], "closed_notified": True}
+
+
+def test_only_an_open_or_unnotified_closed_query_is_kept_for_its_timers() -> None:
+    assert has_timer(state())
+    assert has_timer(state(state="ANSWERED"))
+    assert not has_timer(state(state="ANSWERED", closed_notified=True))
+    assert not has_timer(state(state="WITHDRAWN"))
 
 
 def test_notices_say_who_is_told_what() -> None:
