@@ -65,6 +65,19 @@ def query_id_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
+def open_mark(key: str, value: Any) -> tuple[str, bool] | None:
+    """Which query a change opens or settles, for the deadlines service's index of queries that
+    still have a timer: a base (or a record in the single-record shape) opens its query until a
+    timers value says the requester was told it closed; a deleted base settles it."""
+    query_id, _, part = key.partition("/")
+    if part and part != _TIMERS:
+        return None
+    notified = isinstance(value, Mapping) and value.get("closed_notified") is True
+    if part:  # the timers key
+        return (query_id, False) if notified else None
+    return query_id, value is not None and not notified
+
+
 def is_final(answer: Any) -> TypeGuard[Mapping[str, Any]]:
     """Whether a stored answer settles its agency's duty to answer (anything but PARTIAL)."""
     return isinstance(answer, Mapping) and answer.get("outcome") in FINAL_OUTCOMES

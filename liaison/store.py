@@ -28,7 +28,7 @@ from liaison.errors import ConfigError
 EXPIRES = "x"
 """The field of a value that says when the entry expires (ms since the epoch)."""
 
-_DATA, _POSITION, _META, _EXPIRY = b"d", b"p", b"m", b"x"
+_DATA, _POSITION, _META, _EXPIRY, _MARK = b"d", b"p", b"m", b"x", b"o"
 _CACHE_BYTES = 8 << 20  # one block cache for every store of the process
 
 
@@ -47,9 +47,14 @@ class Store(Mapping[str, Any]):
 
     @abstractmethod
     def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None,
-              encoded: Mapping[str, bytes] | None = None) -> None:
+              encoded: Mapping[str, bytes] | None = None, marks: Mapping[str, bool] | None = None) -> None:
         """Write values (None deletes) and, atomically with them, the positions they reach.
-        `encoded`: the JSON bytes of some of the values, as read from the topic (not encoded again)."""
+        `encoded`: the JSON bytes of some of the values, as read from the topic (not encoded again).
+        `marks`: names to add to (True) or take from (False) the marked set, in the same write."""
+
+    @abstractmethod
+    def marked(self) -> Iterator[str]:
+        """The marked names (e.g. the queries that still have a timer), without a scan of the values."""
 
     @abstractmethod
     def positions(self) -> dict[int, int]: ...
@@ -79,13 +84,14 @@ class MemoryStore(dict[str, Any], Store):
 
     _positions: dict[int, int]
     _source: dict[str, Any] | None
+    _marks: set[str]
 
     def __init__(self) -> None:
         super().__init__()
-        self._positions, self._source = {}, None
+        self._positions, self._source, self._marks = {}, None, set()
 
     def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None,
-              encoded: Mapping[str, bytes] | None = None) -> None:
+              encoded: Mapping[str, bytes] | None = None, marks: Mapping[str, bool] | None = None) -> None:
         for key, value in changes.items():
             if value is None:
                 self.pop(key, None)
@@ -93,6 +99,14 @@ class MemoryStore(dict[str, Any], Store):
                 self[key] = value
         if positions:
             self._positions.update(positions)
+        for name, on in (marks or {}).items():
+            if on:
+                self._marks.add(name)
+            else:
+                self._marks.discard(name)
+
+    def marked(self) -> Iterator[str]:
+        return iter(sorted(self._marks))
 
     def positions(self) -> dict[int, int]:
         return dict(self._positions)
@@ -102,7 +116,7 @@ class MemoryStore(dict[str, Any], Store):
 
     def reset(self, source: dict[str, Any]) -> None:
         self.clear()
-        self._positions, self._source = {}, source
+        self._positions, self._source, self._marks = {}, source, set()
 
     def prefix(self, prefix: str) -> Iterator[tuple[str, Any]]:
         return iter(sorted((k, v) for k, v in self.items() if k.startswith(prefix)))
@@ -212,9 +226,18 @@ class DiskStore(Store):
         return found
 
     # -- writes ---------------------------------------------------------------------------------
+    def marked(self) -> Iterator[str]:
+        for key, _ in self._scan(_MARK):
+            yield key[1:].decode()
+
     def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None,
-              encoded: Mapping[str, bytes] | None = None) -> None:
+              encoded: Mapping[str, bytes] | None = None, marks: Mapping[str, bool] | None = None) -> None:
         batch = WriteBatch(raw_mode=True)
+        for name, on in (marks or {}).items():
+            if on:
+                batch.put(_MARK + name.encode(), b"")
+            else:
+                batch.delete(_MARK + name.encode())
         known = encoded or {}
         for key, value in changes.items():
             raw = key.encode()

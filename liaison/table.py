@@ -29,6 +29,7 @@ from liaison.store import MemoryStore, Store
 log = structlog.get_logger(__name__)
 
 Decoder = Callable[[bytes], Any]
+Marker = Callable[[str, Any], "tuple[str, bool] | None"]
 
 
 def json_value(data: bytes) -> Any:
@@ -44,9 +45,13 @@ class CompactedTable(AsyncResource):
 
     def __init__(self, settings: KafkaSettings, topic: str, *, decode: Decoder = json_value,
                  on_change: Callable[[dict[str, Any]], None] | None = None,
-                 fetch_max_wait_ms: int = 500, store: Store | None = None) -> None:
+                 fetch_max_wait_ms: int = 500, store: Store | None = None,
+                 mark: Marker | None = None) -> None:
         """`fetch_max_wait_ms`: the long poll; short for a table someone waits on in its hot path.
-        `store`: where the values live; in memory unless given."""
+        `store`: where the values live; in memory unless given. `mark`: which name a change adds
+        to or takes from the store's marked set, written with it (so a restart finds, say, the
+        open queries without reading every value)."""
+        self._mark = mark
         self.topic = topic
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self.items: Store = store if store is not None else MemoryStore()
@@ -152,7 +157,10 @@ class CompactedTable(AsyncResource):
 
     def _apply(self, changes: dict[str, Any], positions: dict[int, int] | None = None,
                encoded: dict[str, bytes] | None = None) -> None:
-        self.items.apply(changes, positions, encoded)
+        marks = None
+        if self._mark is not None:
+            marks = dict(m for key, value in changes.items() if (m := self._mark(key, value)) is not None)
+        self.items.apply(changes, positions, encoded, marks)
         if self._on_change is not None and changes:
             self._on_change(changes)
 

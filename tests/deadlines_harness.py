@@ -102,8 +102,8 @@ def settings_for(bus: Bus, **overrides: Any) -> DeadlinesSettings:
 
 
 @contextlib.asynccontextmanager
-async def deadlines(bus: Bus, clock: ManualClock) -> AsyncIterator[Running]:
-    service = DeadlineService(settings_for(bus), clock=clock, registry=CollectorRegistry())
+async def deadlines(bus: Bus, clock: ManualClock, **overrides: Any) -> AsyncIterator[Running]:
+    service = DeadlineService(settings_for(bus, **overrides), clock=clock, registry=CollectorRegistry())
     await service.start()
     shutdown = ShutdownSignal()
     running = Running(service, asyncio.create_task(service.run(shutdown)), shutdown)

@@ -35,8 +35,9 @@ from liaison.core.metrics import MetricsServer
 from liaison.core.runner import ShutdownSignal
 from liaison.errors import BrokerUnavailable, ConfigError, LiaisonError
 from liaison.kafka_admin import ensure_topics
-from liaison.query_record import query_id_of, query_record, timers_key
+from liaison.query_record import open_mark, query_id_of, query_record, timers_key
 from liaison.registry_client import RegistryClient
+from liaison.store import StateDir
 from liaison.table import CompactedTable, json_bytes
 from services.deadlines.lifecycle import (
     PRIORITIES,
@@ -56,6 +57,7 @@ from services.deadlines.settings import DeadlinesSettings
 log = structlog.get_logger(__name__)
 
 BUS_ORIGINATOR = "BUS.DEADLINES"
+SWEEP_BATCH = 10_000  # expired keys deleted in one transaction
 
 
 class Clock(Protocol):
@@ -102,6 +104,8 @@ class DeadlineService(AsyncResource):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = DeadlinesMetrics(self.registry)
         self.table = CompactedTable(settings, settings.topics.queries, on_change=self._changed)
+        self._state_dir: StateDir | None = None
+        self._next_sweep = time.monotonic() + settings.state_sweep_interval_s
         self._open = OpenQueries(self.metrics)
         self._registry_client = RegistryClient.from_settings(settings)
         self._codec: Codec | None = None
@@ -139,7 +143,14 @@ class DeadlineService(AsyncResource):
                 enable_idempotence=True, acks="all", linger_ms=5)
             await self._producer.start()
             self._sender = BatchSender(self._producer)
+            self._state_dir = StateDir.claim(self.settings.state_dir, "deadlines", self.settings.instance_id)
+            self.table = CompactedTable(self.settings, self.settings.topics.queries, on_change=self._changed,
+                                        store=self._state_dir.store("queries"), mark=open_mark)
             await self.table.start(timeout_s=self.settings.startup_timeout_s)
+            for query_id in self.table.items.marked():  # restored from a checkpoint: no change was read
+                self._track(query_id, self._record(query_id))
+                self._dirty.add(query_id)
+            self._open.publish()
         except KafkaError as exc:
             await self.stop()
             raise BrokerUnavailable(
@@ -163,6 +174,9 @@ class DeadlineService(AsyncResource):
             self._producer = None
             self._sender = None
         await self.table.stop()
+        if self._state_dir is not None:
+            self._state_dir.release()
+            self._state_dir = None
         await self._registry_client.close()
 
 
@@ -238,11 +252,29 @@ class DeadlineService(AsyncResource):
         if self._producer is None:
             raise RuntimeError("start() the service before run()")
         while not shutdown.is_set:
+            if time.monotonic() >= self._next_sweep:
+                await self._sweep(shutdown)
             due = self._collect_due()
             if due:
                 await self._fire(due, shutdown)
                 continue
             await self._sleep(self._next_timer(), shutdown)
+
+    async def _sweep(self, shutdown: ShutdownSignal) -> None:
+        """Delete the keys of queries the bus forgot (expired), in a transaction of their own."""
+        self._next_sweep = time.monotonic() + self.settings.state_sweep_interval_s
+        expired = self.table.items.expired(self.now_ms(), SWEEP_BATCH)
+        if not expired:
+            return
+        topic = self.settings.topics.queries
+        if not await self._commit([(topic, key.encode(), None) for key in expired]):
+            await self._pause(shutdown)
+            return
+        for key in expired:
+            self.table.put_local(key, None)
+        log.info("expired query keys deleted", keys=len(expired))
+        if len(expired) == SWEEP_BATCH:
+            self._next_sweep = time.monotonic()  # more are due
 
     def _collect_due(self) -> list[str]:
         """Replan changed queries and those whose timer came; return the ones with events due."""
@@ -291,7 +323,8 @@ class DeadlineService(AsyncResource):
         if until_ms is not None:
             waits.append(asyncio.create_task(self.clock.wait_until(until_ms / 1000)))
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED,
+                               timeout=max(0.0, self._next_sweep - time.monotonic()))
         finally:
             for task in waits:
                 task.cancel()
@@ -326,7 +359,8 @@ class DeadlineService(AsyncResource):
                 continue
             timers = plan(query, now, self.settings.reminder_share)
             if timers.due:
-                firing.append(Firing(query, timers.due, mark_fired(query, timers.due)))
+                expires = (self._stored(query_id) or {}).get("x")  # forgotten with the query
+                firing.append(Firing(query, timers.due, {**mark_fired(query, timers.due), "x": expires}))
             else:
                 self._set_timer(query_id, timers.next_at)
         if not firing:

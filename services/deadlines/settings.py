@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from liaison.core.settings import ServiceSettings, prefixed_names
+from liaison.core.settings import StatefulSettings, prefixed_names
 
 
-class DeadlinesSettings(ServiceSettings):
+class DeadlinesSettings(StatefulSettings):
     """`LIAISON_REMINDER_SHARE`, `LIAISON_TRANSACTIONAL_ID`, ... on top of what every service has."""
 
     @model_validator(mode="before")
@@ -31,5 +31,8 @@ class DeadlinesSettings(ServiceSettings):
         description="How long to wait for bus.queries to be read up to date before firing.")
     retry_backoff_s: float = Field(
         default=1.0, gt=0, description="Pause after a failed transaction before trying again.")
+    state_sweep_interval_s: float = Field(
+        default=600.0, gt=0, description="How often the keys of queries the bus forgot (their expiry, "
+                                         "set by the router from the policy) are deleted from bus.queries.")
     startup_timeout_s: float = Field(
         default=60.0, gt=0, description="How long reading bus.queries to its end may take at start.")

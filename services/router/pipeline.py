@@ -346,18 +346,19 @@ class Pipeline:
             out.outputs.append(Output(self.topics.receipts(hub), key, self._receipt(
                 hub, kind, about=env, message_type=message_type, recipient=env["originator"],
                 about_id=env["message_id"], case_id=env["case_id"])))
+        expires = engine.config.expires_ms(message_type, now, record.get("deadline")
+                                           if message_type == "Query" else None)
         out.routed[env["message_id"]] = routed_value(
             message_type, env["originator"], list(env["handling_codes"]), delivered,
             kind=record.get("kind") if message_type == "Query" else None,
             derived_from=env["derived_from"], digest=digest, restricted=list(env["restricted"]),
-            tlp=env["tlp"], source=(src.partition, src.offset),
-            expires=engine.config.expires_ms(message_type, now, record.get("deadline")
-                                             if message_type == "Query" else None))
+            tlp=env["tlp"], source=(src.partition, src.offset), expires=expires)
         log.debug("routed", message_id=env["message_id"], case_id=env["case_id"],
                   originator=env["originator"], trace_id=env["trace_id"], message_type=message_type,
                   delivered=len(delivered), decisions=len(result.decisions))
         if message_type == "Query" and delivered:
-            out.queries[env["message_id"]] = open_query(record, delivered, record["deadline"])
+            out.queries[env["message_id"]] = {**open_query(record, delivered, record["deadline"]),
+                                              "x": expires}
         if message_type == "Reply" and delivered:
             self._reply_delivered(src, record, out, view, now=now)
         out.created_ms.append(src.timestamp or env["created_at"])
@@ -407,7 +408,7 @@ class Pipeline:
         query_id = env["correlation_id"]
         if view.query_kind_of(query_id) is not None:  # an answer to a query, not to an alert
             key, value = answered_query(query_id, env["originator"], reply["outcome"], now)
-            out.queries[key] = value
+            out.queries[key] = {**value, "x": view.expiry_of(query_id)}  # forgotten with the query
         if reply["outcome"] == "GRANTED":
             self._record_consent(reply, out, view)
         owner = reply["data_owner"]

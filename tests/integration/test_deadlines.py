@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from liaison.core.runner import ShutdownSignal
+from liaison.table import json_bytes
 from services.deadlines.app import DeadlineService, DeadlinesFenced, run
 from tests.bus_harness import running_bus
 from tests.deadlines_harness import (
@@ -36,6 +37,7 @@ from tests.deadlines_harness import (
     write_answer,
     write_query,
 )
+from tests.kafka_helpers import read_until
 
 
 async def test_reminder_and_overdue_fire_once_each_at_their_time(kafka_bootstrap: str) -> None:
@@ -268,3 +270,24 @@ async def test_a_second_instance_fences_the_first(kafka_bootstrap: str) -> None:
     # ast.parse under way elsewhere (gh-106905), e.g. pytest's.
     del old
     gc.collect()
+
+
+async def test_keys_of_a_forgotten_query_are_deleted_and_it_fires_no_more(kafka_bootstrap: str) -> None:
+    """A query past its expiry (set by the router from the policy) loses every key, base, answers and
+    timers, to tombstones; its pending timers never fire. A query not expired keeps its keys."""
+    async with running_bus(kafka_bootstrap, router=False) as bus:
+        clock = ManualClock(T0_S)
+        old, kept = str(uuid.uuid4()), str(uuid.uuid4())
+        await write_query(bus, query_base(old, requested=["DE-BKA", "NL-KLPD"], deadline_h=8, x=T0 - 1))
+        await bus.send_raw(bus.topics.queries, json_bytes({"outcome": "NO_HIT", "at": T0 - 2, "x": T0 - 1}),
+                           key=f"{old}/answer/NL-KLPD".encode())  # as the router writes it
+        await write_query(bus, query_base(kept, requested=["DE-BKA"], deadline_h=8, x=T0 + 1000 * HOUR))
+        async with deadlines(bus, clock, state_sweep_interval_s=0.2) as running:
+            await until(lambda: old not in running.service.table.items, 30, lambda: "not deleted")
+            keys = {(r.key, r.value) for r in await read_until(
+                kafka_bootstrap, bus.topics.queries, count=6, timeout_s=10)}
+            assert {k for k, v in keys if v is None} == {old.encode(), f"{old}/answer/NL-KLPD".encode()}
+            assert kept in running.service.table.items
+            clock.set(T0_S + 9 * HOUR_S)  # both deadlines pass: only the kept query is overdue
+            fr = await receipts(bus, "FR-PN", 1)
+            assert [(r["envelope"]["correlation_id"], r["kind"]) for r in fr] == [(kept, "OVERDUE")]

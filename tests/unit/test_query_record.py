@@ -9,6 +9,7 @@ from liaison.query_record import (
     QueryParts,
     answer_key,
     assemble,
+    open_mark,
     query_id_of,
     query_record,
     read_parts,
@@ -138,3 +139,13 @@ def test_malformed_parts_reach_the_reader_to_be_named() -> None:
     record = assemble(QueryParts(base(), timers={"reminded": "DE-BKA"}))
     assert record["reminded"] == "DE-BKA"
     assert query_record({QID: base(requested="DE-BKA")}.get, QID)["state"] == "OPEN"
+
+
+def test_the_open_index_follows_bases_and_closing_notices() -> None:
+    q = "00000000-0000-4000-8000-000000000001"
+    assert open_mark(q, {"requester": "FR-PN"}) == (q, True)
+    assert open_mark(q, None) == (q, False)  # forgotten
+    assert open_mark(q, {"state": "ANSWERED", "closed_notified": True}) == (q, False)  # single-record shape
+    assert open_mark(f"{q}/timers", {"reminded": [], "closed_notified": False}) is None
+    assert open_mark(f"{q}/timers", {"reminded": [], "closed_notified": True}) == (q, False)
+    assert open_mark(f"{q}/answer/DE-BKA", {"outcome": "HIT"}) is None

@@ -92,3 +92,11 @@ def test_instances_claim_their_own_slot_and_find_it_again(tmp_path: Path) -> Non
         StateDir.claim(tmp_path, "router", "eu-west-2")
     named.release()
     b.release()
+
+
+def test_marks_are_written_with_the_values_and_survive_a_reset_only_if_rewritten(store: Store) -> None:
+    store.apply({"q1": {"a": 1}, "q2": {"a": 2}}, marks={"q1": True, "q2": True})
+    store.apply({"q1/timers": {"closed": True}}, marks={"q1": False})
+    assert list(store.marked()) == ["q2"]
+    store.reset({"topic": "t", "cluster": "c"})
+    assert list(store.marked()) == []
