@@ -7,7 +7,8 @@ one place that uses it. Its calls block on futures, so each runs in a worker thr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
@@ -138,6 +139,9 @@ class SecurityAdmin:
             await self._call("setting SCRAM credentials", lambda admin: _wait_all(
                 admin.alter_user_scram_credentials(list(chunk), request_timeout=self.timeout_s)
                 for chunk in chunks(changes, BATCH)))
+            users = {change.user for change in changes}
+            await self._until_shown("setting SCRAM credentials",
+                                    lambda: self.users_with_credentials(users), lambda have: users <= have)
 
     async def delete_credential(self, user: str) -> bool:
         """Remove a user's SCRAM credential; False when there was none."""
@@ -197,7 +201,22 @@ class SecurityAdmin:
                   for chunk in chunks(additions, BATCH)),
                 *(admin.delete_acls(list(chunk), request_timeout=self.timeout_s)
                   for chunk in chunks(removals, BATCH))]))
+            changed = [user for user, (added, removed) in changes.items() if added or removed]
+            await self._until_shown(f"changing the ACLs of {who}", lambda: self.grants_by_user(changed),
+                                    lambda have: all(have[user] == want[user] for user in changed))
         return changes
+
+    async def _until_shown(self, doing: str, read: Callable[[], Awaitable[T]],
+                           shown: Callable[[T], bool]) -> None:
+        """Return once the broker shows a change: the controller took it, and the broker that
+        answers applies it a moment later (a big batch, seconds later). Until then a login with a
+        new credential, or a request its new ACLs allow, could still be refused."""
+        deadline = time.monotonic() + self.timeout_s
+        while not shown(await read()):
+            if time.monotonic() >= deadline:
+                raise SecurityAdminError(f"{doing}: the broker took the change but did not show it within "
+                                         f"{self.timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
 
     async def revoke_all(self, user: str) -> int:
         """Delete every ACL naming `user`; returns how many there were."""
