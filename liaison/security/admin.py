@@ -37,6 +37,10 @@ ANY: Any = None  # librdkafka's "match anything" in a filter (its stubs say str)
 BATCH = 1000
 """ACLs or credentials per request: a KRaft controller refuses an operation of more than 10,000
 metadata records, and onboarding a thousand agencies writes 15,000 ACLs."""
+SCRAM_BATCH = 100
+"""Credentials per AlterUserScramCredentials request (see `SecurityAdmin.set_credentials`)."""
+SHOW_S_PER_CHANGE = 0.005
+"""How much longer than a request's timeout the broker may take to show each change of a batch."""
 FEW_USERS = 20
 """Up to this many users, each one's ACLs are read by a filter on its principal; for more, one
 request reads every ACL of the cluster (a thousand filtered requests would cost more)."""
@@ -129,18 +133,21 @@ class SecurityAdmin:
     async def set_credentials(self, credentials: Iterable[Credential]) -> None:
         """Create or replace SCRAM-SHA-512 credentials (a replaced password stops working for new logins).
 
-        Sent in requests of `BATCH` users, all at once: librdkafka salts and hashes each password
-        here, so a thousand agencies take seconds of this process's CPU, not a thousand round trips.
+        librdkafka salts and hashes each password (SCRAM_ITERATIONS rounds) while it builds the
+        request, in one thread, and its timeout counts that time: tens of milliseconds a user on
+        a busy machine. So the users go in requests of `SCRAM_BATCH`, one after the other.
         """
         changes: list[Any] = [UserScramCredentialUpsertion(
             c.username, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
             c.password.get_secret_value().encode()) for c in credentials]
         if changes:
-            await self._call("setting SCRAM credentials", lambda admin: _wait_all(
-                admin.alter_user_scram_credentials(list(chunk), request_timeout=self.timeout_s)
-                for chunk in chunks(changes, BATCH)))
+            def work(admin: AdminClient) -> None:
+                for chunk in chunks(changes, SCRAM_BATCH):
+                    _wait(admin.alter_user_scram_credentials(list(chunk), request_timeout=self.timeout_s))
+
+            await self._call("setting SCRAM credentials", work)
             users = {change.user for change in changes}
-            await self._until_shown("setting SCRAM credentials",
+            await self._until_shown("setting SCRAM credentials", len(changes),
                                     lambda: self.users_with_credentials(users), lambda have: users <= have)
 
     async def delete_credential(self, user: str) -> bool:
@@ -202,21 +209,23 @@ class SecurityAdmin:
                 *(admin.delete_acls(list(chunk), request_timeout=self.timeout_s)
                   for chunk in chunks(removals, BATCH))]))
             changed = [user for user, (added, removed) in changes.items() if added or removed]
-            await self._until_shown(f"changing the ACLs of {who}", lambda: self.grants_by_user(changed),
+            await self._until_shown(f"changing the ACLs of {who}", len(additions) + len(removals),
+                                    lambda: self.grants_by_user(changed),
                                     lambda have: all(have[user] == want[user] for user in changed))
         return changes
 
-    async def _until_shown(self, doing: str, read: Callable[[], Awaitable[T]],
+    async def _until_shown(self, doing: str, changes: int, read: Callable[[], Awaitable[T]],
                            shown: Callable[[T], bool]) -> None:
-        """Return once the broker shows a change: the controller took it, and the broker that
-        answers applies it a moment later (a big batch, seconds later). Until then a login with a
-        new credential, or a request its new ACLs allow, could still be refused."""
-        deadline = time.monotonic() + self.timeout_s
+        """Return once the broker shows `changes` changes: the controller took them, and the broker
+        that answers applies them a moment later (15,000 ACLs: tens of seconds later). Until then a
+        login with a new credential, or a request its new ACLs allow, could still be refused."""
+        allowed = self.timeout_s + SHOW_S_PER_CHANGE * changes
+        deadline = time.monotonic() + allowed
         while not shown(await read()):
             if time.monotonic() >= deadline:
                 raise SecurityAdminError(f"{doing}: the broker took the change but did not show it within "
-                                         f"{self.timeout_s:.0f} s")
-            await asyncio.sleep(0.1)
+                                         f"{allowed:.0f} s")
+            await asyncio.sleep(0.1 if changes < 1000 else 0.5)  # reading 15,000 ACLs is not free
 
     async def revoke_all(self, user: str) -> int:
         """Delete every ACL naming `user`; returns how many there were."""

@@ -47,6 +47,7 @@ from liaison.codec import Codec
 from liaison.contract import ready_codec
 from liaison.core.settings import KafkaSettings
 from liaison.directory import ISO_COUNTRIES
+from liaison.errors import LiaisonError
 from liaison.local.broker import BrokerConfig, free_port, tail
 from liaison.local.paths import run_dir
 from liaison.local.process import is_alive, stop_pid
@@ -449,7 +450,7 @@ def main() -> None:
         failed: str | None = None
         try:
             asyncio.run(scale.run())
-        except (RuntimeError, TimeoutError, OSError, AssertionError) as exc:
+        except (LiaisonError, RuntimeError, TimeoutError, OSError, AssertionError) as exc:
             failed = f"{type(exc).__name__}: {exc}"
             scale.result["failed"] = failed
             print(f"bench failed: {failed}", file=sys.stderr)
