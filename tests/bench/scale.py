@@ -362,8 +362,7 @@ class Scale:
         # 6. RSS as routed messages accumulate
         await self.long_run(producer, codec, agencies, pid)
         r["router_rss_peak_mb"] = round(_rss_peak_mb(pid), 1)
-        r["router_rss_mb"] = max(v for k, v in r.items() if k.startswith("router_rss_mb_"))
-        r["router_sockets"] = max(v for k, v in r.items() if k.startswith("router_sockets_"))
+        summarise(r)
         r["broker_open_files_end"] = fds(broker_pid)[0]
 
     async def long_run(self, producer: AIOKafkaProducer, codec: Codec, agencies: list[str], pid: int) -> None:
@@ -397,14 +396,23 @@ class Scale:
         r["long_run_routed"] = int(self.metric("liaison_router_records_total")) if is_alive(pid) else None
         r["long_run_s"] = round(time.perf_counter() - started)
         r["long_run_rss_mb_series"] = series
+        if MESSAGES not in rss and series:  # stopped by SCALE_MAX_SECONDS: its last sample is the end
+            rss[MESSAGES] = series[-1]
+            r["rss_end_note"] = f"stopped after {MAX_SECONDS:.0f} s, before {MESSAGES} routed"
         for name, mark in zip(("early", "end"), marks, strict=True):
             if mark in rss:  # a small run may be past the first mark before this phase starts
                 r[f"rss_{name}_routed"], r[f"rss_{name}_mb"] = rss[mark]
-        if len(rss) == len(marks):
-            r["rss_growth_ratio"] = round(rss[marks[1]][1] / rss[marks[0]][1], 3)
-        else:
-            r["rss_growth_ratio"] = (f"not reached: {r['long_run_routed']} of {MESSAGES} routed in "
-                                     f"{MAX_SECONDS:.0f} s")
+
+
+def summarise(r: dict[str, Any]) -> None:
+    """The figures that have a target, from every sample taken: the largest RSS and socket count
+    seen, and RSS at the end of the long run over RSS when it passed a tenth of SCALE_MESSAGES."""
+    rss = [v for k, v in r.items() if k.startswith("router_rss_mb_")]
+    rss += [mb for _, mb in r.get("long_run_rss_mb_series", [])]
+    r["router_rss_mb"] = max([*rss, r.get("router_rss_peak_mb", 0.0)])
+    r["router_sockets"] = max(v for k, v in r.items() if k.startswith("router_sockets_"))
+    if "rss_early_mb" in r and "rss_end_mb" in r:
+        r["rss_growth_ratio"] = round(r["rss_end_mb"] / r["rss_early_mb"], 3)
 
 
 async def poll(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
