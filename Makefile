@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 JARS   := .cache/kafka/jars
 KAFKA_STAMP := .cache/kafka/.copied
 
-.PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench clean
+.PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench bench-scale clean
 
 setup: $(STAMP)   ## the project and its dev tools in .venv/ (editable)
 
@@ -65,6 +65,9 @@ bench: setup kafka
 	$(PY) -m tests.bench.router
 	$(PY) -m tests.bench.security
 	$(PY) -m tests.bench.secured_router
+
+bench-scale: setup kafka   ## 1,000 agencies on one secured broker (SCALE_AGENCIES, SCALE_MESSAGES); not part of `make test`
+	$(PY) -m tests.bench.scale
 
 clean: down
 	rm -rf .run

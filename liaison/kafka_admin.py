@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,31 +18,52 @@ from liaison.errors import LiaisonError
 from liaison.topics import TopicSpec
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+CREATE_TOPICS_CHUNK = 500
+"""Topics per CreateTopics request. A KRaft controller refuses an operation of more than 10,000
+metadata records (one per topic, one per partition, one per config), so a bulk creation is cut up."""
+CREATE_TOPICS_IN_FLIGHT = 4
+"""Requests outstanding at once: enough to keep the controller busy, few enough to time out cleanly."""
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """`items` cut into consecutive slices of at most `size` (none for no items)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
                         replication: int = 1) -> list[str]:
-    """Create the topics that do not exist yet; return the names created now."""
+    """Create the topics that do not exist yet; return the names created now.
+
+    Missing topics go out in CreateTopics requests of `CREATE_TOPICS_CHUNK`, a few at a time: a
+    thousand agencies' 7,000 topics are created without one request too large for the controller.
+    """
     wanted = {spec.name: spec for spec in specs}
     admin = AIOKafkaAdminClient(**settings.kafka_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [spec for name, spec in wanted.items() if name not in existing]
-        if not missing:
-            return []
-        response = await admin.create_topics([
-            NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication,
-                     topic_configs=spec.config) for spec in missing
-        ])
-        created = []
-        for name, code, *rest in response.topic_errors:
-            if code == 0:
-                created.append(name)
-            elif code != TopicAlreadyExistsError.errno:  # created concurrently: what we wanted
-                message = rest[0] if rest and rest[0] else f"error code {code}"
-                raise LiaisonError(f"could not create topic {name}: {message}")
-        return created
+        in_flight = asyncio.Semaphore(CREATE_TOPICS_IN_FLIGHT)
+
+        async def create(chunk: Sequence[TopicSpec]) -> list[str]:
+            async with in_flight:
+                response = await admin.create_topics([
+                    NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication,
+                             topic_configs=spec.config) for spec in chunk
+                ])
+            created = []
+            for name, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:  # created concurrently: what we wanted
+                    message = rest[0] if rest and rest[0] else f"error code {code}"
+                    raise LiaisonError(f"could not create topic {name}: {message}")
+            return created
+
+        done = await asyncio.gather(*(create(c) for c in chunks(missing, CREATE_TOPICS_CHUNK)))
+        return [name for names in done for name in names]
     finally:
         await admin.close()
 

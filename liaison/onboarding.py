@@ -15,15 +15,18 @@ and `NoAccessControl` says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
+from liaison.core.files import read_config
 from liaison.core.settings import KafkaSettings
 from liaison.directory import Agency, AgencyStatus, Directory, check_agency_code
+from liaison.directory import _agency as parse_agency_entry
 from liaison.directory_feed import publish_entries
 from liaison.errors import ConfigError
 from liaison.kafka_admin import ensure_topics
@@ -65,6 +68,10 @@ class AccessControl(Protocol):
         """Create or confirm the principal, ACLs and quotas; return what was done, one line each."""
         ...
 
+    async def grant_many(self, settings: KafkaSettings, codes: Sequence[str]) -> dict[str, list[str]]:
+        """`grant` for every agency of `codes` in a few batched admin requests; lines per code."""
+        ...
+
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
         """Remove the agency's credential and ACLs (topics and quotas stay); return what was done."""
         ...
@@ -89,7 +96,10 @@ class NoAccessControl:
             "or ACLs were created, anyone who reaches the broker may read and write these topics at any rate")
 
     async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
-        return [self.NOTE.format(protocol=settings.security_protocol)]
+        return (await self.grant_many(settings, [code]))[code]
+
+    async def grant_many(self, settings: KafkaSettings, codes: Sequence[str]) -> dict[str, list[str]]:
+        return {code: [self.NOTE.format(protocol=settings.security_protocol)] for code in codes}
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
         return []  # adding it said once that the cluster is not secured
@@ -133,25 +143,39 @@ class KafkaAccessControl:
         return self._deliver(settings, credential)
 
     async def grant(self, settings: KafkaSettings, code: str) -> list[str]:
+        return (await self.grant_many(settings, [code]))[code]
+
+    async def grant_many(self, settings: KafkaSettings, codes: Sequence[str]) -> dict[str, list[str]]:
+        """ACLs, then credentials for users without one, then default quotas: each a batch for all."""
         check_bus_prefix(settings.topics)
-        user, defaults = username(settings.topics, code), self.quota_defaults or quota_defaults()
+        users = {code: username(settings.topics, code) for code in codes}
+        defaults = self.quota_defaults or quota_defaults()
         admin = SecurityAdmin(settings)
-        async with kafka_faults(settings, f"granting {code} its ACLs"):
-            added, removed = await admin.set_grants(user, agency_grants(settings.topics, code))
-            lines = [f"ACLs of User:{user}: {len(added)} added, {len(removed)} removed"]
-            if user in await admin.users_with_credentials([user]):
-                lines.append(f"SCRAM credential of {user} kept (`liaison agency rotate {code}` replaces it)")
-            else:
-                lines.append("SCRAM credential created; " + await self._new_credential(settings, admin, user))
+        who = codes[0] if len(codes) == 1 else f"{len(codes)} agencies"
+        async with kafka_faults(settings, f"granting {who} their ACLs"):
+            acls = await admin.set_grants_many({users[c]: agency_grants(settings.topics, c) for c in codes})
+            have = await admin.users_with_credentials(users.values())
+            issued = {c: Credential(users[c], new_password()) for c in codes if users[c] not in have}
+            await admin.set_credentials(issued.values())
             async with QuotaAdmin(settings) as quotas:
-                now, added_quotas = (await quotas.ensure([user], defaults))[user]
-        if added_quotas.empty:
-            how = f"kept: `liaison agency quota {code}` changes them"
-        elif added_quotas == now:
-            how = "defaults set"
-        else:
-            how = f"defaults set for {', '.join(added_quotas.values())}, the others kept"
-        lines.append(f"quotas of {user}: {now.describe()} ({how})")
+                ensured = await quotas.ensure(users.values(), defaults)
+        lines: dict[str, list[str]] = {}
+        for code in codes:
+            user = users[code]
+            added, removed = acls[user]
+            if code in issued:
+                credential = f"SCRAM credential created; {self._deliver(settings, issued[code])}"
+            else:
+                credential = f"SCRAM credential of {user} kept (`liaison agency rotate {code}` replaces it)"
+            now, added_quotas = ensured[user]
+            if added_quotas.empty:
+                how = f"kept: `liaison agency quota {code}` changes them"
+            elif added_quotas == now:
+                how = "defaults set"
+            else:
+                how = f"defaults set for {', '.join(added_quotas.values())}, the others kept"
+            lines[code] = [f"ACLs of User:{user}: {len(added)} added, {len(removed)} removed", credential,
+                           f"quotas of {user}: {now.describe()} ({how})"]
         return lines
 
     async def revoke(self, settings: KafkaSettings, code: str) -> list[str]:
@@ -224,11 +248,14 @@ def current_directory(entries: Entries) -> Directory:
     return Directory.from_entries(entries)
 
 
-def plan_add(entries: Entries, code: str, *, name: str, country: str, groups: Iterable[str] = (),
+def plan_add(entries: Entries | Directory, code: str, *, name: str, country: str, groups: Iterable[str] = (),
              clearances: Iterable[str] = (), hub: bool | None = None) -> Plan:
-    """The entry of a new or changed agency; status and hub flag are kept from an existing entry."""
+    """The entry of a new or changed agency; status and hub flag are kept from an existing entry.
+
+    `entries` may be the Directory they make, when many agencies are planned against one read.
+    """
     code = check_agency_code(code.strip().upper(), "agency")
-    directory = current_directory(entries)
+    directory = entries if isinstance(entries, Directory) else current_directory(entries)
     wanted_groups = frozenset(g.strip().upper() for g in groups)
     standing = sorted(n for n, g in directory.groups.items() if g.kind == "STANDING")
     for group in sorted(wanted_groups):
@@ -283,6 +310,69 @@ def _existing(entries: Entries, code: str) -> Agency:
         raise ConfigError(f"{code} is not in the directory: `liaison agency list` shows who is, "
                           f"`liaison agency add {code} ...` onboards it")
     return found
+
+
+@dataclass(frozen=True)
+class AgencyRequest:
+    """One agency to onboard: the options of `liaison agency add`, or one entry of an agencies file."""
+
+    code: str
+    name: str
+    country: str = ""  # from the code's prefix when empty
+    groups: tuple[str, ...] = ()
+    clearances: tuple[str, ...] = ()
+    hub: bool | None = None  # None: kept as it is (False for a new agency)
+
+
+def plan_many(entries: Entries, requests: Sequence[AgencyRequest]) -> list[Plan]:
+    """`plan_add` for each request against the same directory; an agency listed twice is refused."""
+    directory = current_directory(entries)
+    plans: dict[str, Plan] = {}
+    for r in requests:
+        plan = plan_add(directory, r.code, name=r.name, country=r.country, groups=r.groups,
+                        clearances=r.clearances, hub=r.hub)
+        if plan.code in plans:
+            raise ConfigError(f"{plan.code} is listed twice")
+        plans[plan.code] = plan
+    return list(plans.values())
+
+
+AGENCY_FILE_KEYS = ("code", "name", "country", "groups", "clearances", "hub")
+
+
+def parse_agencies(text: str, *, source: str) -> list[AgencyRequest]:
+    """The `agencies:` list of a YAML or JSON file, each entry as in `deploy/directory.yaml`.
+
+    An entry is what the agency is: `hub` absent means false, as in the directory file. Its
+    status is not the file's to set (`liaison agency suspend` / `resume` change it), nor are
+    groups and agreements, which the directory file that `liaison up` publishes holds.
+    """
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML or JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or set(raw) != {"agencies"} or not isinstance(raw["agencies"], list):
+        raise ConfigError(f"{source}: expected one key, `agencies:`, a list of agencies "
+                          f"({', '.join(AGENCY_FILE_KEYS)} each)")
+    requests = []
+    for i, item in enumerate(raw["agencies"]):
+        where = f"{source}: agencies[{i}]" + (f" ({item['code']})" if isinstance(item, dict)
+                                               and "code" in item else "")
+        if isinstance(item, dict) and "status" in item:
+            raise ConfigError(f"{where}: status is not set from a file (`liaison agency suspend` or "
+                              "`resume` changes it)")
+        # The directory file's own parser, so that both files read an agency alike.
+        agency = parse_agency_entry(item, where)
+        requests.append(AgencyRequest(agency.code, agency.name, agency.country, tuple(sorted(agency.groups)),
+                                      tuple(sorted(agency.clearances)), agency.hub))
+    if not requests:
+        raise ConfigError(f"{source}: lists no agency")
+    return requests
+
+
+def read_agencies(path: Path) -> list[AgencyRequest]:
+    """`parse_agencies` of a file; an unreadable file is one ConfigError."""
+    return parse_agencies(read_config(path, "agencies"), source=str(path))
 
 
 # -- the Kafka part ------------------------------------------------------------------------------
@@ -351,10 +441,11 @@ async def _require_topics(settings: KafkaSettings, topics: list[str]) -> None:
                            "or check LIAISON_TOPIC_PREFIX")
 
 
-async def _write(settings: KafkaSettings, plan: Plan) -> None:
-    if plan.writes:
+async def _write(settings: KafkaSettings, *plans: Plan) -> None:
+    """The entries of `plans` that change, in one batch of records."""
+    if changes := {agency_key(plan.code): plan.entry for plan in plans if plan.writes}:
         async with kafka_faults(settings, "writing the directory"):
-            await publish_entries(settings, {agency_key(plan.code): plan.entry})
+            await publish_entries(settings, changes)
 
 
 async def add_agency(settings: KafkaSettings, code: str, *, name: str, country: str,
@@ -362,16 +453,35 @@ async def add_agency(settings: KafkaSettings, code: str, *, name: str, country: 
                      partitions: int = 1, replication: int = 1,
                      access: AccessControl | None = None) -> Outcome:
     """Create the agency's topics and publish its directory entry; idempotent."""
+    request = AgencyRequest(code, name, country, tuple(groups), tuple(clearances), hub)
+    outcomes = await onboard_many(settings, [request], partitions=partitions, replication=replication,
+                                  access=access)
+    return outcomes[0]
+
+
+async def onboard_many(settings: KafkaSettings, requests: Sequence[AgencyRequest], *, partitions: int = 1,
+                       replication: int = 1, access: AccessControl | None = None) -> list[Outcome]:
+    """Onboard every agency of `requests` together; idempotent, one Outcome each in their order.
+
+    One read of the directory; every missing topic in CreateTopics requests of a few hundred
+    topics; on a secured cluster the ACLs, credentials and quotas of all of them in batched
+    requests (`AccessControl.grant_many`); one write of the changed directory entries, last, so
+    that the router routes to an agency only once its topics and principal exist.
+    """
     if partitions < 1 or replication < 1:
         raise ConfigError("--partitions and --replication must be at least 1")
-    plan = plan_add(await read_entries(settings), code, name=name, country=country, groups=groups,
-                    clearances=clearances, hub=hub)
-    specs = settings.topics.agency_topic_specs(plan.code, partitions=partitions)
-    async with kafka_faults(settings, f"creating the topics of {plan.code}"):
-        created = await ensure_topics(settings, specs, replication=replication)
-    granted = await (access or NoAccessControl()).grant(settings, plan.code)
-    await _write(settings, plan)
-    return Outcome(plan.code, plan.change, tuple(created), plan.notes, plan.changed_fields, tuple(granted))
+    plans = plan_many(await read_entries(settings), requests)
+    if not plans:
+        return []
+    topics = settings.topics
+    specs = [spec for plan in plans for spec in topics.agency_topic_specs(plan.code, partitions=partitions)]
+    who = plans[0].code if len(plans) == 1 else f"{len(plans)} agencies"
+    async with kafka_faults(settings, f"creating the topics of {who}"):
+        created = set(await ensure_topics(settings, specs, replication=replication))
+    granted = await (access or NoAccessControl()).grant_many(settings, [plan.code for plan in plans])
+    await _write(settings, *plans)
+    return [Outcome(plan.code, plan.change, tuple(t for t in topics.agency_topics(plan.code) if t in created),
+                    plan.notes, plan.changed_fields, tuple(granted[plan.code])) for plan in plans]
 
 
 async def set_status(settings: KafkaSettings, code: str, status: AgencyStatus, *,

@@ -3,6 +3,7 @@ and set how fast its user may use the broker (`quota`)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from liaison.cli.messages import (
     OneLineCommand,
     OneLineGroup,
     TimeoutOpt,
+    agency_code,
     bus_settings,
     emit_json,
     run,
@@ -70,10 +72,14 @@ def _access(settings: KafkaSettings, directory: Path | None, show: bool) -> onbo
 
 @app.command("add", cls=OneLineCommand)
 def add(
-    code: AgencyArg, *,
-    country: Annotated[str, typer.Option("--country", metavar="CC", show_default=False,
-                                         help="ISO 3166 alpha-2 country, or INT / EU; the code's prefix.")],
-    name: Annotated[str, typer.Option("--name", show_default=False, help="The agency's full name.")],
+    code: Annotated[str | None, typer.Argument(
+        callback=agency_code, metavar="AGENCY", show_default=False,
+        help="Agency code, e.g. FR-PN (none with --from-file).")] = None, *,
+    country: Annotated[str | None, typer.Option(
+        "--country", metavar="CC", show_default=False,
+        help="ISO 3166 alpha-2 country, or INT / EU; the code's prefix.")] = None,
+    name: Annotated[str | None, typer.Option("--name", show_default=False, help="The agency's full name.")
+                    ] = None,
     groups: Annotated[list[str] | None, typer.Option(
         "--group", metavar="GROUP", help="A standing group it belongs to (EU, SCHENGEN...); repeat.")] = None,
     clearances: Annotated[list[str] | None, typer.Option(
@@ -82,28 +88,85 @@ def add(
         "repeat.")] = None,
     hub: Annotated[bool | None, typer.Option("--hub/--no-hub", show_default=False,
                                              help="Whether it reviews notices (default: unchanged).")] = None,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from-file", metavar="FILE", dir_okay=False, show_default=False,
+        help="Onboard every agency a YAML or JSON file lists under `agencies:` (code, name, and "
+        "optionally country, groups, clearances, hub, as in deploy/directory.yaml), in batched "
+        "admin requests.")] = None,
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of each topic.")] = 1,
     replication: Annotated[int, typer.Option("--replication", min=1,
                                              help="Replication factor of each topic.")] = 1,
     credentials_dir: CredentialsDirOpt = None, print_credential: PrintOpt = False,
-    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S * 3, json: JsonOpt = False,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=0.1, metavar="SECONDS", show_default=False,
+        help=f"Give up after this long (default {DEFAULT_TIMEOUT_S * 3:g} s, and "
+        f"{FILE_TIMEOUT_PER_AGENCY_S:g} s more per agency of a file).")] = None,
+    json: JsonOpt = False,
 ) -> None:
     """Create an agency's 7 topics and publish its directory entry; running it again changes nothing.
 
     Given again with other values, it updates the entry (status and hub flag are kept). On a secured
     cluster it also creates the agency's SCRAM credential, exactly its ACLs, and the default client
     quotas it lacks (LIAISON_AGENCY_PRODUCE_BYTE_RATE, _FETCH_BYTE_RATE, _REQUEST_PERCENTAGE).
+    With --from-file, every agency of the file is onboarded at once (an entry without `hub` is not
+    a hub), and a last line counts what changed.
 
     Example: liaison agency add SE-NOA --country SE --name "Polisen NOA" --group EU --clearance DNA
+
+    Example: liaison agency add --from-file agencies.yaml
     """
+    single = (code, country, name, groups, clearances, hub)
+    if from_file is not None:
+        if any(v is not None for v in single):
+            fail("--from-file onboards the agencies its file lists: give no AGENCY, --country, --name, "
+                 "--group, --clearance or --hub with it", code=2)
+        _add_from_file(from_file, partitions=partitions, replication=replication,
+                       credentials_dir=credentials_dir, print_credential=print_credential, timeout=timeout,
+                       json=json)
+        return
+    if code is None or country is None or name is None:
+        fail("give an AGENCY with --country and --name, or --from-file FILE", code=2)
     settings = bus_settings()
-    outcome = run(lambda: onboarding.add_agency(
-        settings, code, name=name, country=country, groups=groups or (), clearances=clearances or (),
-        hub=hub, partitions=partitions, replication=replication,
-        access=_access(settings, credentials_dir, print_credential)),
-        doing=f"onboarding {code}", timeout_s=timeout, settings=settings, message=f"onboarding {code}",
-        json=json)
+    request = onboarding.AgencyRequest(code, name, country, tuple(groups or ()), tuple(clearances or ()), hub)
+    outcome = run(lambda: _onboard(settings, [request], partitions, replication,
+                                   _access(settings, credentials_dir, print_credential)),
+                  doing=f"onboarding {code}", timeout_s=timeout or DEFAULT_TIMEOUT_S * 3, settings=settings,
+                  message=f"onboarding {code}", json=json)[0]
     _report(outcome, json=json)
+
+
+FILE_TIMEOUT_PER_AGENCY_S = 0.5
+"""What `add --from-file` allows per agency on top of a single add's timeout (topics, hashing a password)."""
+
+
+async def _onboard(settings: KafkaSettings, requests: list[onboarding.AgencyRequest], partitions: int,
+                   replication: int, access: onboarding.AccessControl) -> list[onboarding.Outcome]:
+    return await onboarding.onboard_many(settings, requests, partitions=partitions, replication=replication,
+                                         access=access)
+
+
+def _add_from_file(path: Path, *, partitions: int, replication: int, credentials_dir: Path | None,
+                   print_credential: bool, timeout: float | None, json: bool) -> None:
+    """`add --from-file`: each agency's report as a single add gives it, then the totals."""
+    try:
+        requests = onboarding.read_agencies(path)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    settings = bus_settings()
+    access = _access(settings, credentials_dir, print_credential)
+    limit = timeout or DEFAULT_TIMEOUT_S * 3 + FILE_TIMEOUT_PER_AGENCY_S * len(requests)
+    what = f"onboarding {len(requests)} agencies from {path}"
+    outcomes = run(lambda: _onboard(settings, requests, partitions, replication, access), doing=what,
+                   timeout_s=limit, settings=settings, message=what, json=json)
+    if json:
+        emit_json([outcome.to_dict() for outcome in outcomes])
+        return
+    for outcome in outcomes:
+        _report(outcome, json=False)
+    changes = Counter(outcome.directory for outcome in outcomes)
+    topics = sum(len(outcome.topics_created) for outcome in outcomes)
+    typer.echo(f"{len(outcomes)} agencies from {path}: {changes['added']} added, "
+               f"{changes['updated']} updated, {changes['unchanged']} unchanged; {topics} topics created")
 
 
 @app.command("list", cls=OneLineCommand)

@@ -49,10 +49,9 @@ async def secure_principals(settings: KafkaSettings, files: CredentialFiles, end
     await admin.set_credentials(issued)
     for credential in issued:
         files.write(credential, endpoints)
-    added = removed = 0
-    for user, grants in tables:
-        plus, minus = await admin.set_grants(user, grants)
-        added, removed = added + len(plus), removed + len(minus)
+    changed = await admin.set_grants_many(dict(tables))
+    added = sum(len(plus) for plus, _ in changed.values())
+    removed = sum(len(minus) for _, minus in changed.values())
     async with QuotaAdmin(settings) as quotas:
         ensured = await quotas.ensure([user for user, _ in agency_users], defaults)
     return Secured([c.username for c in issued], added, removed,

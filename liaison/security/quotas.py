@@ -14,6 +14,7 @@ admin client's connection; a broker forwards the change to the controller.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from types import TracebackType
@@ -29,7 +30,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from liaison.core.settings import KafkaSettings
 from liaison.errors import ConfigError
-from liaison.security.admin import SecurityAdminError
+from liaison.kafka_admin import chunks
+from liaison.security.admin import BATCH, SecurityAdminError
 
 QuotaKey = Literal["producer_byte_rate", "consumer_byte_rate", "request_percentage"]
 MIN_PRODUCE_RATE = 1024
@@ -247,13 +249,14 @@ class QuotaAdmin:
         return {user: every.get(user, Quota()) for user in users}
 
     async def _alter(self, doing: str, entries: list[tuple[str, list[tuple[str, float, bool]]]]) -> None:
+        """Send the changes in requests of `BATCH` users (three records each), all at once."""
         entries = [(user, ops) for user, ops in entries if ops]
-        if not entries:
-            return
-        response = await self._send(AlterClientQuotasRequest(entries))
-        for code, message, _entity in response.entries:
-            if code:
-                raise _fault(doing, code, message)
+        responses = await asyncio.gather(*(self._send(AlterClientQuotasRequest(list(chunk)))
+                                           for chunk in chunks(entries, BATCH)))
+        for response in responses:
+            for code, message, _entity in response.entries:
+                if code:
+                    raise _fault(doing, code, message)
 
     async def apply(self, user: str, quota: Quota) -> None:
         """Set the quotas that `quota` sets; the others stay as they are."""
