@@ -298,6 +298,7 @@ class LocalBroker:
         if (self.config.data_dir / "meta.properties").exists():
             return False
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "L" + cluster_id[1:] if cluster_id.startswith("-") else cluster_id  # not an option
         args = ["format", "-t", cluster_id, "-c", str(self.config.properties_file)]
         if (sec := self.config.security) is not None:  # the admin's SCRAM credential, from the start
             args += ["--add-scram", f"SCRAM-SHA-512=[name={sec.admin},"

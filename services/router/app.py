@@ -54,6 +54,9 @@ log = structlog.get_logger(__name__)
 
 LAG_INTERVAL_S = 5.0  # how often the consumer-lag gauge is measured
 ABORT_BACKOFF_S = 0.5  # before reading an aborted batch again
+_REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                          KafkaError.UNKNOWN_MEMBER_ID})
+"""Why a transaction's offsets are refused while the group rebalances (its generation moved on)."""
 PARKED_POLL_S = 0.01  # how often parked records look for the messages they wait for
 SWEEP_BATCH = 10_000  # expired state entries deleted in one transaction
 
@@ -96,7 +99,6 @@ class Router:
                                 max_parked=settings.max_parked)
         self._consumed: dict[tuple[str, int], int] = {}  # per partition: past the last record read
         self._outbox_partitions: int | None = None  # all agencies' outbox partitions, when counted
-        self._counted_at = 0.0
         self._next_sweep = time.monotonic() + settings.state_sweep_interval_s
         self._pipeline: Pipeline | None = None
         self._started = False
@@ -365,22 +367,19 @@ class Router:
         """Whether this instance owns every outbox partition, and has read `bus.routed` up to date
         since it came to: then no other instance can have routed a message it has not seen, and
         the per-batch read of the shared state is skipped. Counted again after every assignment
-        change and every metadata refresh interval (a new agency's outboxes belong to no one yet)."""
+        change (another instance joining, or a new agency's outboxes, changes the assignment)."""
         consumer = self._consumer
         assert consumer is not None
-        now = time.monotonic()
-        stale = now - self._counted_at > self.settings.metadata_max_age_ms / 1000
-        if self._outbox_partitions is None or stale:
+        if self._outbox_partitions is None:
             pattern = re.compile(self.settings.topics.outbox_pattern)
             try:
                 metadata = await consumer.list_topics(timeout=5)
             except KafkaException:
                 return False
             total = sum(len(t.partitions) for name, t in metadata.topics.items() if pattern.match(name))
-            changed = self._outbox_partitions is None  # then read the others' last writes first
-            if changed and not await self.state.catch_up_routed(self.settings.catch_up_timeout_s):
-                return False
-            self._outbox_partitions, self._counted_at = total, now
+            if not await self.state.catch_up_routed(self.settings.catch_up_timeout_s):
+                return False  # read the others' last writes first
+            self._outbox_partitions = total
         return len(self._owned) >= self._outbox_partitions
 
     async def _sweep(self) -> None:
@@ -452,7 +451,8 @@ class Router:
         with contextlib.suppress(KafkaException):
             await asyncio.to_thread(producer.abort_transaction)
         await self._seek_firsts(sources)
-        await asyncio.sleep(ABORT_BACKOFF_S)
+        if not (isinstance(error, KafkaError) and error.code() in _REBALANCING):  # not a fault: go on at once
+            await asyncio.sleep(ABORT_BACKOFF_S)
         return False
 
     async def _seek_firsts(self, sources: list[Source]) -> None:
