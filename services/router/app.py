@@ -54,6 +54,7 @@ log = structlog.get_logger(__name__)
 
 LAG_INTERVAL_S = 5.0  # how often the consumer-lag gauge is measured
 ABORT_BACKOFF_S = 0.5  # before reading an aborted batch again
+ABORT_TIMEOUT_S = 30.0  # an abort that takes longer restarts the clients
 _REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
                           KafkaError.UNKNOWN_MEMBER_ID})
 """Why a transaction's offsets are refused while the group rebalances (its generation moved on)."""
@@ -443,13 +444,17 @@ class Router:
         producer = self._producer
         assert producer is not None
         error = exc.args[0] if exc.args else None
-        fatal = not isinstance(error, KafkaError) or error.fatal() or not error.txn_requires_abort()
+        # abortable, or retriable (e.g. CONCURRENT_TRANSACTIONS after a timed-out send): abort and go on
+        fatal = not isinstance(error, KafkaError) or error.fatal() or not (
+            error.txn_requires_abort() or error.retriable())
         self.metrics.commits.labels("fenced" if fatal else "aborted").inc()
         log.warning("transaction aborted; the batch will be read again", error=str(exc))
         if fatal:
             raise PipelineRestart(str(exc)) from None
-        with contextlib.suppress(KafkaException):
-            await asyncio.to_thread(producer.abort_transaction)
+        try:
+            await asyncio.to_thread(producer.abort_transaction, ABORT_TIMEOUT_S)
+        except KafkaException as again:  # the transaction cannot even be aborted: start over
+            raise PipelineRestart(str(again)) from None
         await self._seek_firsts(sources)
         if not (isinstance(error, KafkaError) and error.code() in _REBALANCING):  # not a fault: go on at once
             await asyncio.sleep(ABORT_BACKOFF_S)
