@@ -75,10 +75,6 @@ class _Pending:
     started: float
     task: asyncio.Task[bool] | None = None
 
-    @property
-    def partitions(self) -> frozenset[tuple[str, int]]:
-        return frozenset((src.topic, src.partition) for src in self.sources)
-
 
 class Router:
     """Consume outboxes, route in batches, commit each batch in one transaction."""

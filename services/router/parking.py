@@ -14,7 +14,7 @@ position `bus.routed` recorded for them (services/router/pipeline.py, `_seen_bef
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +45,6 @@ class Parking:
         self.max_negative = max_negative
         self._parked: dict[TopicPartition, list[Parked]] = {}
         self._missing: OrderedDict[str, float] = OrderedDict()  # ref -> monotonic expiry
-        self._awaited: Counter[str] = Counter()  # ref -> parked records waiting for it
         self._count = 0
 
     def __len__(self) -> int:
@@ -61,17 +60,12 @@ class Parking:
             return False
         return True
 
-    def awaited(self, refs: Iterable[str]) -> bool:
-        """True when a parked record waits for one of `refs`: a later citation waits behind it."""
-        return any(self._awaited[ref] > 0 for ref in refs)
-
     def has_room(self) -> bool:
         return self._count < self.max_parked
 
     def park(self, source: Any, item: Any, refs: frozenset[str], now: float) -> None:
         self._parked.setdefault((source.topic, source.partition), []).append(
             Parked(source, item, refs, now + self.wait_s))
-        self._awaited.update(refs)
         self._count += 1
 
     def ready(self, known: Callable[[str], bool], now: float) -> list[Parked]:
@@ -112,17 +106,10 @@ class Parking:
 
     def clear(self) -> None:
         self._parked.clear()
-        self._awaited.clear()
         self._count = 0
 
     def _set(self, where: TopicPartition, queue: list[Parked]) -> None:
         before = self._parked.get(where, [])
-        if len(queue) == len(before):  # records are only ever taken out: nothing changed
-            return
-        kept = {id(p) for p in queue}
-        for gone in (p for p in before if id(p) not in kept):
-            self._awaited.subtract(gone.refs)
-        self._awaited += Counter()  # drops the counts that reached zero
         self._count += len(queue) - len(before)
         if queue:
             self._parked[where] = queue

@@ -122,11 +122,6 @@ class RouterState(RoutedView):
         for table in reversed(self._tables):
             await table.stop()
 
-    async def catch_up(self, timeout_s: float) -> bool:
-        """Wait until the tables hold everything committed so far (other instances' writes too)."""
-        results = [await table.wait_caught_up(timeout_s=timeout_s) for table in self._tables]
-        return all(results)
-
     async def catch_up_routed(self, timeout_s: float) -> bool:
         """Wait until the routed-messages table holds everything committed so far."""
         return await self.routed.wait_caught_up(timeout_s=timeout_s)

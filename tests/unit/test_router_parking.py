@@ -51,15 +51,6 @@ def test_the_commit_floor_is_the_oldest_parked_record_of_the_partition() -> None
     assert (p.floor(("r", 0)), p.floor(("r", 1))) == (9, None)
 
 
-def test_a_later_citation_of_an_awaited_message_waits_behind_it() -> None:
-    p = parking()
-    p.park(Src("r", 0, 1), "first", frozenset({"q"}), now=0.0)
-    assert p.awaited({"q"})
-    assert not p.awaited({"other"})
-    p.ready({"q"}.__contains__, now=0.1)
-    assert not p.awaited({"q"})
-
-
 def test_lost_partitions_and_records_read_again_are_forgotten() -> None:
     p = parking()
     for offset in (1, 5, 9):
@@ -70,7 +61,7 @@ def test_lost_partitions_and_records_read_again_are_forgotten() -> None:
     p.drop([("r", 0)])
     assert (len(p), p.floor(("r", 0)), p.floor(("r", 1))) == (1, None, 3)
     p.clear()
-    assert (len(p), p.awaited({"q"})) == (0, False)
+    assert (len(p), p.floor(("r", 1))) == (0, None)
 
 
 def test_room_is_bounded() -> None:
