@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -24,7 +25,7 @@ from typing import Final
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from aiokafka.conn import create_conn
+from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed
 
 from liaison.core.settings import KafkaSettings
@@ -37,6 +38,7 @@ log = structlog.get_logger(__name__)
 READS_BY_POST = ("/subjects/{subject}", "/compatibility/")  # lookups and checks change nothing
 USER: Final = web.RequestKey("user", str)  # the authenticated user, for logs
 MAX_REMEMBERED = 10_000  # credentials remembered at most, good and bad each
+CLOSE_WAIT_S = 2.0  # how long a login's connection may take to close
 _Key = tuple[str, bytes]  # user, HMAC of the password
 
 
@@ -68,20 +70,29 @@ class BrokerLogin:
         """True or False from the first broker that answers; BrokerUnavailable when none does."""
         failure = "no bootstrap server"
         for host, _, port in self._servers:
+            conn = AIOKafkaConnection(
+                host, int(port), ssl_context=self._ssl, security_protocol=self.settings.security_protocol,
+                sasl_mechanism=self.settings.sasl_mechanism, sasl_plain_username=username,
+                sasl_plain_password=password, request_timeout_ms=int(self.timeout_s * 1000))
             try:
-                login = create_conn(
-                    host, int(port), ssl_context=self._ssl, security_protocol=self.settings.security_protocol,
-                    sasl_mechanism=self.settings.sasl_mechanism, sasl_plain_username=username,
-                    sasl_plain_password=password, request_timeout_ms=int(self.timeout_s * 1000))
-                conn = await asyncio.wait_for(login, self.timeout_s)
+                await asyncio.wait_for(conn.connect(), self.timeout_s)
             except SaslAuthenticationFailed:
+                await _closed(conn)
                 return False
             except (KafkaError, OSError, TimeoutError) as exc:
+                conn.close()
                 failure = f"{host}:{port}: {exc or type(exc).__name__}"
                 continue
-            conn.close()
+            await _closed(conn)
             return True
         raise BrokerUnavailable(failure)
+
+
+async def _closed(conn: AIOKafkaConnection) -> None:
+    """Close a connection and wait until its socket is, so that none is left to the garbage
+    collector (a TLS transport closes only after its shutdown exchange)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(conn.close()), CLOSE_WAIT_S)
 
 
 class Authenticator:
