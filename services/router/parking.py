@@ -38,7 +38,10 @@ class Parking:
     """Parked records by partition, and the references known to be missing."""
 
     def __init__(self, *, wait_s: float, negative_ttl_s: float, max_parked: int = 10_000,
-                 max_negative: int = 100_000) -> None:
+                 max_negative: int = 100_000, max_bytes: int = 64 << 20) -> None:
+        """`max_bytes`: the parked records' values in all (a record may be near 1 MB)."""
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self.wait_s = wait_s
         self.negative_ttl_s = negative_ttl_s
         self.max_parked = max_parked
@@ -61,12 +64,13 @@ class Parking:
         return True
 
     def has_room(self) -> bool:
-        return self._count < self.max_parked
+        return self._count < self.max_parked and self._bytes < self.max_bytes
 
     def park(self, source: Any, item: Any, refs: frozenset[str], now: float) -> None:
         self._parked.setdefault((source.topic, source.partition), []).append(
             Parked(source, item, refs, now + self.wait_s))
         self._count += 1
+        self._bytes += _size(source)
 
     def ready(self, known: Callable[[str], bool], now: float) -> list[Parked]:
         """Take out the records whose references all showed, or whose wait is up (their missing
@@ -106,11 +110,12 @@ class Parking:
 
     def clear(self) -> None:
         self._parked.clear()
-        self._count = 0
+        self._count = self._bytes = 0
 
     def _set(self, where: TopicPartition, queue: list[Parked]) -> None:
         before = self._parked.get(where, [])
         self._count += len(queue) - len(before)
+        self._bytes += sum(_size(p.source) for p in queue) - sum(_size(p.source) for p in before)
         if queue:
             self._parked[where] = queue
         else:
@@ -121,3 +126,7 @@ class Parking:
         self._missing.move_to_end(ref)
         while len(self._missing) > self.max_negative:
             self._missing.popitem(last=False)
+
+
+def _size(source: Any) -> int:
+    return len(source.value or b"")

@@ -12,6 +12,7 @@ class Src:
     topic: str
     partition: int
     offset: int
+    value: bytes = b""
 
 
 def parking(**kw: float) -> Parking:
@@ -78,3 +79,20 @@ def test_the_negative_cache_is_bounded() -> None:
         p.park(Src("r", 0, i), i, frozenset({f"ref-{i}"}), now=0.0)
     p.ready(lambda _: False, now=0.0)
     assert [p.known_missing(f"ref-{i}", now=1.0) for i in range(5)] == [False, False, True, True, True]
+
+
+def test_room_is_bounded_in_bytes_too() -> None:
+    @dataclass(frozen=True)
+    class Big:
+        topic: str
+        partition: int
+        offset: int
+        value: bytes
+
+    p = Parking(wait_s=2.0, negative_ttl_s=60.0, max_parked=100, max_bytes=1000)
+    p.park(Big("r", 0, 1, b"x" * 600), 1, frozenset({"a"}), now=0.0)
+    assert p.has_room()
+    p.park(Big("r", 0, 2, b"x" * 600), 2, frozenset({"b"}), now=0.0)
+    assert not p.has_room()
+    p.ready({"a", "b"}.__contains__, now=0.1)
+    assert p.has_room()
