@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import structlog
@@ -15,6 +15,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from liaison.core.settings import KafkaSettings
 from liaison.errors import LiaisonError
+from liaison.replication import MIN_INSYNC, Replication
 from liaison.topics import TopicSpec
 
 log = structlog.get_logger(__name__)
@@ -32,12 +33,32 @@ def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+async def live_brokers(admin: AIOKafkaAdminClient) -> int:
+    """Brokers the cluster's metadata lists now (a broker that is down is not among them)."""
+    return len((await admin.describe_cluster())["brokers"])
+
+
+async def topic_replication(settings: KafkaSettings, admin: AIOKafkaAdminClient, *,
+                            factor: int | None = None) -> Replication:
+    """The replication the bus's topics get on this cluster: `factor`, else the settings' rule."""
+    return Replication.for_cluster(await live_brokers(admin),
+                                   factor=factor if factor is not None else settings.replication_factor,
+                                   min_insync=settings.min_insync_replicas)
+
+
+def replicated(spec: TopicSpec, replication: Replication) -> TopicSpec:
+    """`spec` with the bus's `min.insync.replicas`, unless the spec sets its own."""
+    return replace(spec, config=replication.topic_config() | dict(spec.config))
+
+
 async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
-                        replication: int = 1) -> list[str]:
+                        replication: int | None = None) -> list[str]:
     """Create the topics that do not exist yet; return the names created now.
 
-    Missing topics go out in CreateTopics requests of `CREATE_TOPICS_CHUNK`, a few at a time: a
-    thousand agencies' 7,000 topics are created without one request too large for the controller.
+    Each gets the replication factor and `min.insync.replicas` of `topic_replication` (`replication`
+    overrides the factor). Missing topics go out in CreateTopics requests of `CREATE_TOPICS_CHUNK`, a
+    few at a time: a thousand agencies' 7,000 topics are created without one request too large for
+    the controller.
     """
     wanted = {spec.name: spec for spec in specs}
     admin = AIOKafkaAdminClient(**settings.kafka_kwargs())
@@ -45,12 +66,16 @@ async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
     try:
         existing = set(await admin.list_topics())
         missing = [spec for name, spec in wanted.items() if name not in existing]
+        if not missing:
+            return []
+        plan = await topic_replication(settings, admin, factor=replication)
+        missing = [replicated(spec, plan) for spec in missing]
         in_flight = asyncio.Semaphore(CREATE_TOPICS_IN_FLIGHT)
 
         async def create(chunk: Sequence[TopicSpec]) -> list[str]:
             async with in_flight:
                 response = await admin.create_topics([
-                    NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication,
+                    NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=plan.factor,
                              topic_configs=spec.config) for spec in chunk
                 ])
             created = []
@@ -119,6 +144,9 @@ async def align_topic_configs(settings: KafkaSettings, specs: Iterable[TopicSpec
                               timeout_s: float = 15.0) -> list[ConfigChange]:
     """Set the configs the bus sets on existing topics where the broker's differ; return the changes.
 
+    `min.insync.replicas` is among them: the settings' value, else the rule of `Replication` for
+    the replicas the topic has (so a broker down during the run lowers nothing).
+
     Incremental (`IncrementalAlterConfigs`): only the keys that differ are set, anything else an
     operator configured on the topic stays. Needs DESCRIBE_CONFIGS and ALTER_CONFIGS on the topics
     (the admin has them). aiokafka has only the non-incremental call, which would drop every other
@@ -135,8 +163,8 @@ async def align_topic_configs(settings: KafkaSettings, specs: Iterable[TopicSpec
 
     from liaison.security.admin import librdkafka_config  # noqa: PLC0415
 
-    with_config = [spec for spec in specs if spec.config]
-    if not with_config:
+    specs = list(specs)
+    if not specs:
         return []
 
     def describe(admin: AdminClient, topics: Iterable[str]) -> dict[str, dict[str, str | None]]:
@@ -149,8 +177,9 @@ async def align_topic_configs(settings: KafkaSettings, specs: Iterable[TopicSpec
 
     def work() -> list[ConfigChange]:
         admin = AdminClient(librdkafka_config(settings))
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-        current = describe(admin, [s.name for s in with_config if s.name in existing])
+        existing = admin.list_topics(timeout=timeout_s).topics
+        with_config = [with_insync(spec, existing[spec.name]) for spec in specs if spec.name in existing]
+        current = describe(admin, [s.name for s in with_config])
         changes = config_drift(with_config, current)
         by_topic: dict[str, list[ConfigEntry]] = {}
         for c in changes:
@@ -173,6 +202,13 @@ async def align_topic_configs(settings: KafkaSettings, specs: Iterable[TopicSpec
             time.sleep(0.1)
         return changes
 
+    def with_insync(spec: TopicSpec, metadata: Any) -> TopicSpec:
+        if MIN_INSYNC in spec.config:
+            return spec
+        replicas = max((len(p.replicas) for p in metadata.partitions.values()), default=1)
+        return replicated(spec, Replication.for_cluster(replicas, factor=replicas,
+                                                        min_insync=settings.min_insync_replicas))
+
     try:
         changes = await asyncio.to_thread(work)
     except KafkaException as exc:
@@ -183,7 +219,7 @@ async def align_topic_configs(settings: KafkaSettings, specs: Iterable[TopicSpec
 
 
 async def reconcile_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], *,
-                           replication: int = 1) -> Reconciled:
+                           replication: int | None = None) -> Reconciled:
     """Create missing topics, then set the configs the bus sets on those that already existed.
 
     What `liaison up` runs for the bus topics, so that a retention changed in the policy

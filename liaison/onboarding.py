@@ -450,7 +450,7 @@ async def _write(settings: KafkaSettings, *plans: Plan) -> None:
 
 async def add_agency(settings: KafkaSettings, code: str, *, name: str, country: str,
                      groups: Iterable[str] = (), clearances: Iterable[str] = (), hub: bool | None = None,
-                     partitions: int = 1, replication: int = 1,
+                     partitions: int = 1, replication: int | None = None,
                      access: AccessControl | None = None) -> Outcome:
     """Create the agency's topics and publish its directory entry; idempotent."""
     request = AgencyRequest(code, name, country, tuple(groups), tuple(clearances), hub)
@@ -460,15 +460,17 @@ async def add_agency(settings: KafkaSettings, code: str, *, name: str, country: 
 
 
 async def onboard_many(settings: KafkaSettings, requests: Sequence[AgencyRequest], *, partitions: int = 1,
-                       replication: int = 1, access: AccessControl | None = None) -> list[Outcome]:
+                       replication: int | None = None, access: AccessControl | None = None
+                       ) -> list[Outcome]:
     """Onboard every agency of `requests` together; idempotent, one Outcome each in their order.
 
     One read of the directory; every missing topic in CreateTopics requests of a few hundred
     topics; on a secured cluster the ACLs, credentials and quotas of all of them in batched
     requests (`AccessControl.grant_many`); one write of the changed directory entries, last, so
-    that the router routes to an agency only once its topics and principal exist.
+    that the router routes to an agency only once its topics and principal exist. `replication`
+    overrides the settings' replication factor (`liaison.replication`).
     """
-    if partitions < 1 or replication < 1:
+    if partitions < 1 or (replication is not None and replication < 1):
         raise ConfigError("--partitions and --replication must be at least 1")
     plans = plan_many(await read_entries(settings), requests)
     if not plans:

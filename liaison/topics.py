@@ -84,6 +84,16 @@ class Topics:
         family, _, agency = topic[len(self.prefix):].split(".", 2)
         return TYPES_BY_FAMILY[family], agency
 
+    @cached_property
+    def _owned_re(self) -> re.Pattern[str]:
+        agency = r"(alerts|queries|replies)\.(out|in)\.[A-Z0-9-]+|receipts\.in\.[A-Z0-9-]+"
+        bus = "|".join(re.escape(t.name[len(self.prefix):]) for t in self.bus_topics())
+        return re.compile(rf"^{re.escape(self.prefix)}({agency}|{bus}|_schemas)$")
+
+    def owns(self, topic: str) -> bool:
+        """Whether `topic` is one of this bus's: its own, an agency's, or the registry's."""
+        return bool(self._owned_re.match(topic))
+
     def agency_topics(self, agency: str) -> list[str]:
         """Every topic that onboarding creates for one agency."""
         return ([self.outbox(t, agency) for t in MESSAGE_TYPES]

@@ -94,8 +94,10 @@ def add(
         "optionally country, groups, clearances, hub, as in deploy/directory.yaml), in batched "
         "admin requests.")] = None,
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of each topic.")] = 1,
-    replication: Annotated[int, typer.Option("--replication", min=1,
-                                             help="Replication factor of each topic.")] = 1,
+    replication: Annotated[int | None, typer.Option(
+        "--replication", min=1, show_default=False,
+        help="Replication factor of each topic (default: LIAISON_REPLICATION_FACTOR, else 3 on a "
+             "cluster of three brokers or more, else one per broker).")] = None,
     credentials_dir: CredentialsDirOpt = None, print_credential: PrintOpt = False,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", min=0.1, metavar="SECONDS", show_default=False,
@@ -140,12 +142,12 @@ FILE_TIMEOUT_PER_AGENCY_S = 0.5
 
 
 async def _onboard(settings: KafkaSettings, requests: list[onboarding.AgencyRequest], partitions: int,
-                   replication: int, access: onboarding.AccessControl) -> list[onboarding.Outcome]:
+                   replication: int | None, access: onboarding.AccessControl) -> list[onboarding.Outcome]:
     return await onboarding.onboard_many(settings, requests, partitions=partitions, replication=replication,
                                          access=access)
 
 
-def _add_from_file(path: Path, *, partitions: int, replication: int, credentials_dir: Path | None,
+def _add_from_file(path: Path, *, partitions: int, replication: int | None, credentials_dir: Path | None,
                    print_credential: bool, timeout: float | None, json: bool) -> None:
     """`add --from-file`: each agency's report as a single add gives it, then the totals."""
     try:

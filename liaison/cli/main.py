@@ -21,6 +21,7 @@ from liaison.cli.output import Out, fail
 from liaison.errors import LiaisonError
 
 if TYPE_CHECKING:
+    from liaison.core.settings import KafkaSettings
     from liaison.local.stack import Status
 
 app = typer.Typer(
@@ -78,6 +79,8 @@ def doctor(json: JsonOpt = False) -> None:
     up = asyncio.run(broker_answers(settings, timeout_s=3))
     checks.append(("broker", up, settings.bootstrap_servers if up else
                    f"no answer at {settings.bootstrap_servers} - run `make up`"))
+    if up:
+        checks.append(_replication_check(settings))
     reg_ok, reg_note = registry_answers(settings)
     checks.append(("registry", reg_ok, reg_note))
     out = Out(json=json)
@@ -86,6 +89,21 @@ def doctor(json: JsonOpt = False) -> None:
               records=[{"check": n, "ok": ok, "detail": d} for n, ok, d in checks])
     if not all(ok for _, ok, _ in checks):
         raise typer.Exit(1)
+
+
+def _replication_check(settings: KafkaSettings) -> tuple[str, bool, str]:
+    """The bus's topics lacking a replica in sync, or with fewer replicas than configured."""
+    from liaison.cluster_health import replication_report  # noqa: PLC0415
+
+    try:
+        problems = asyncio.run(replication_report(settings))
+    except Exception as exc:  # noqa: BLE001  # a check that cannot run says why, in one line
+        return "replication", False, f"could not describe the topics: {exc}"
+    if not problems:
+        return "replication", True, "every bus topic has its replicas, all in sync"
+    more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    shown = "; ".join(map(str, problems[:5])) + more
+    return "replication", False, f"{len(problems)} problem(s): {shown}"
 
 
 @app.command()

@@ -34,6 +34,15 @@ class KafkaSettings(BaseSettings):
     client_id: str = "liaison"
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$",
                               description="Prefix of every bus topic (several buses on one cluster).")
+    replication_factor: int | None = Field(
+        default=None, ge=1,
+        description="Replicas of every topic the bus creates; default: 3 on a cluster of three or more "
+                    "brokers, else one per broker. Set it in production, so that a topic created while "
+                    "a broker is down is not created with fewer.")
+    min_insync_replicas: int | None = Field(
+        default=None, ge=1,
+        description="min.insync.replicas of every topic the bus creates; default: 2 with 3 replicas or "
+                    "more, else 1.")
 
     @property
     def topics(self) -> Topics:

@@ -30,6 +30,7 @@ from liaison.core.settings import KafkaSettings
 from liaison.errors import LocalBrokerError
 from liaison.local import paths
 from liaison.local.process import PRIVATE_UMASK, child_environ, read_pid, start_detached, stop_pid
+from liaison.replication import Replication
 from liaison.security.credentials import ADMIN, private_dir, write_private
 from liaison.security.tls import DevTls
 
@@ -116,6 +117,15 @@ class BrokerConfig:
     extra_properties: tuple[tuple[str, str], ...] = ()
     security: BrokerSecurity | None = None
     limits: BrokerLimits = field(default_factory=broker_limits)
+    node_id: int = 1
+    voters: tuple[tuple[int, str, int], ...] = ()
+    """The controller quorum as (node id, host, controller port); empty: this node alone."""
+    replication: Replication = field(default_factory=lambda: Replication.for_cluster(1))
+    """Of the broker's internal topics and its defaults (`liaison.replication`)."""
+
+    @property
+    def quorum(self) -> tuple[tuple[int, str, int], ...]:
+        return self.voters or ((self.node_id, self.host, self.controller_port),)
 
     @property
     def bootstrap(self) -> str:
@@ -151,8 +161,8 @@ def server_properties(cfg: BrokerConfig) -> dict[str, str]:
     """KRaft combined mode on loopback, sized to start fast on two cores."""
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{cfg.host}:{cfg.controller_port}",
+        "node.id": str(cfg.node_id),
+        "controller.quorum.voters": ",".join(f"{node}@{host}:{port}" for node, host, port in cfg.quorum),
         "listeners": f"PLAINTEXT://{cfg.host}:{cfg.port},CONTROLLER://{cfg.host}:{cfg.controller_port}",
         "advertised.listeners": f"PLAINTEXT://{cfg.host}:{cfg.port}",
         "controller.listener.names": "CONTROLLER",
@@ -160,15 +170,10 @@ def server_properties(cfg: BrokerConfig) -> dict[str, str]:
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(cfg.data_dir),
         "num.partitions": "1",
-        "default.replication.factor": "1",
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": "1",
+        **cfg.replication.broker_properties(),
         "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
         "transaction.state.log.num.partitions": "4",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         "num.network.threads": "2",
         "num.io.threads": "4",
@@ -288,8 +293,10 @@ class LocalBroker:
         text = "".join(f"{k}={v}\n" for k, v in server_properties(self.config).items())
         write_private(self.config.properties_file, text)
 
-    def format_storage(self) -> bool:
-        """Format the storage with a random cluster id, once. Returns True if it formatted now.
+    def format_storage(self, cluster_id: str | None = None) -> bool:
+        """Format the storage with `cluster_id` (default: a random one), once; True if it did now.
+
+        Every node of a cluster is formatted with the same id.
 
         The storage tool's arguments, the admin's password among them, are read by the Java
         launcher from an `@argfile` (0600, deleted at once), so the command line shows only its
@@ -297,8 +304,7 @@ class LocalBroker:
         """
         if (self.config.data_dir / "meta.properties").exists():
             return False
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cluster_id = "L" + cluster_id[1:] if cluster_id.startswith("-") else cluster_id  # not an option
+        cluster_id = cluster_id or new_cluster_id()
         args = ["format", "-t", cluster_id, "-c", str(self.config.properties_file)]
         if (sec := self.config.security) is not None:  # the admin's SCRAM credential, from the start
             args += ["--add-scram", f"SCRAM-SHA-512=[name={sec.admin},"
@@ -318,20 +324,31 @@ class LocalBroker:
         """Start the broker unless it already runs; return its pid once it answers metadata."""
         if (pid := self.pid) is not None:
             return pid
+        pid = self.launch()
+        self.wait_ready(pid, timeout_s=timeout_s)
+        return pid
+
+    def launch(self, *, cluster_id: str | None = None) -> int:
+        """Start the process unless it runs, without waiting: a node of a cluster answers only once
+        a majority of the controllers runs, so a cluster launches every node first."""
+        if (pid := self.pid) is not None:
+            return pid
         self.check_prerequisites()
         self.write_properties()
-        self.format_storage()
-        pid = start_detached(
+        self.format_storage(cluster_id)
+        return start_detached(
             self._java(MAIN_CLASS, str(self.config.properties_file)),
             log_file=self.config.log_file, pid_file=self.config.pid_file, env=self._environ(),
         )
+
+    def wait_ready(self, pid: int, *, timeout_s: float) -> None:
+        """Until this node answers metadata; at the deadline it is stopped and its log shown."""
         try:
             wait_until_ready(self.config.admin_settings(), timeout_s=timeout_s, pid=pid)
         except LocalBrokerError as exc:
             stop_pid(pid, grace_s=5)
             raise LocalBrokerError(f"{exc}\n--- last lines of {self.config.log_file} ---\n"
                                    f"{tail(self.config.log_file)}") from None
-        return pid
 
     def stop(self, *, grace_s: float = 30.0) -> bool:
         """Stop the broker we started (by its pid). Returns False when none was running."""
@@ -342,6 +359,12 @@ class LocalBroker:
         stop_pid(pid, grace_s=grace_s)
         self.config.pid_file.unlink(missing_ok=True)
         return True
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64 of a UUID) that never starts with '-', read as an option."""
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return "L" + cluster_id[1:] if cluster_id.startswith("-") else cluster_id
 
 
 def argfile_text(args: tuple[str, ...] | list[str]) -> str:
@@ -365,8 +388,8 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-async def broker_answers(settings: KafkaSettings, *, timeout_s: float = 5.0) -> bool:
-    """True if the broker answers a metadata request within timeout_s (authenticated if secured)."""
+async def brokers_seen(settings: KafkaSettings, *, timeout_s: float = 5.0) -> int:
+    """How many brokers the cluster's metadata lists, asked within timeout_s (0: no answer)."""
     from aiokafka import AIOKafkaClient  # noqa: PLC0415  # keeps `liaison --help` fast
 
     client = AIOKafkaClient(**settings.kafka_kwargs(), request_timeout_ms=int(timeout_s * 1000))
@@ -374,15 +397,21 @@ async def broker_answers(settings: KafkaSettings, *, timeout_s: float = 5.0) -> 
         try:
             await asyncio.wait_for(client.bootstrap(), timeout_s)
         except Exception:  # noqa: BLE001  # any failure to bootstrap means "not answering yet"
-            return False
+            return 0
         else:
-            return True
+            return len(client.cluster.brokers())
         finally:
             await client.close()
 
 
-def wait_until_ready(settings: KafkaSettings, *, timeout_s: float, pid: int | None = None) -> None:
-    """Poll until the broker answers a metadata request; fail clearly at the deadline."""
+async def broker_answers(settings: KafkaSettings, *, timeout_s: float = 5.0) -> bool:
+    """True if the broker answers a metadata request within timeout_s (authenticated if secured)."""
+    return await brokers_seen(settings, timeout_s=timeout_s) > 0
+
+
+def wait_until_ready(settings: KafkaSettings, *, timeout_s: float, pid: int | None = None,
+                     brokers: int = 1) -> None:
+    """Poll until the metadata lists `brokers` brokers; fail clearly at the deadline."""
     from liaison.local.process import is_alive  # noqa: PLC0415
 
     deadline = time.monotonic() + timeout_s
@@ -393,9 +422,10 @@ def wait_until_ready(settings: KafkaSettings, *, timeout_s: float, pid: int | No
             # aiokafka can drop a half-open TLS connection when the broker refuses a login during its
             # start-up; the socket is collected here, not reported later as someone else's leak.
             warnings.simplefilter("ignore", ResourceWarning)
-            answered = asyncio.run(broker_answers(settings, timeout_s=2.0))
+            seen = asyncio.run(brokers_seen(settings, timeout_s=2.0))
             gc.collect()
-        if answered:
+        if seen >= brokers:
             return
         time.sleep(0.3)
-    raise LocalBrokerError(f"no broker answered at {settings.bootstrap_servers} within {timeout_s:.0f} s")
+    raise LocalBrokerError(f"{brokers} broker(s) did not answer at {settings.bootstrap_servers} within "
+                           f"{timeout_s:.0f} s")

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from liaison.errors import LocalBrokerError
 from liaison.kafka_admin import ConfigChange, reconcile_topics
 from liaison.local import paths
 from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, tail
+from liaison.local.cluster import LocalCluster, local_brokers
 from liaison.local.process import child_environ, is_alive, read_pid, start_detached, stop_pid
 from liaison.onboarding import read_entries
 from liaison.policy import load_policy
@@ -108,11 +110,13 @@ class LocalStack:
 
     def __init__(self, broker: BrokerConfig | None = None, run: Path | None = None, *,
                  secure: bool | None = None, registry_port: int = REGISTRY_PORT,
-                 metrics_ports: dict[str, int] | None = None, policy_file: Path | None = None) -> None:
+                 metrics_ports: dict[str, int] | None = None, policy_file: Path | None = None,
+                 brokers: int | None = None, broker_ports: Sequence[tuple[int, int]] = ()) -> None:
         """Ports other than the defaults let a second stack (a test's) run beside `make up`'s.
 
         `policy_file` (default `LIAISON_POLICY_FILE`, else `deploy/policy.yaml`) goes to the router,
-        and its audit retention to `bus.audit`.
+        and its audit retention to `bus.audit`. `brokers` (default `LIAISON_LOCAL_BROKERS`, else 1)
+        nodes are shaped like `broker`, on `broker_ports` (see `liaison.local.cluster`).
         """
         self.run = run or paths.run_dir()
         self.policy_file = (policy_file or Path(os.environ.get(POLICY_VARIABLE) or DEFAULT_POLICY)).absolute()
@@ -122,14 +126,20 @@ class LocalStack:
         self.secure = local_secure() if secure is None else secure
         self.tls = DevTls(self.run / "tls")
         self.files = CredentialFiles(self.run / "secrets")
-        self.broker = LocalBroker(broker or BrokerConfig(home=self.run / "kafka"))
+        self.cluster = LocalCluster.of(broker or BrokerConfig(home=self.run / "kafka"),
+                                       brokers or local_brokers(), ports=broker_ports)
         if self.secure and (admin := self.files.read(ADMIN)) is not None:
             self._secure_broker(admin)
 
+    @property
+    def broker(self) -> LocalBroker:
+        """The first node (the only one, unless `LIAISON_LOCAL_BROKERS` says otherwise)."""
+        return self.cluster.brokers[0]
+
     def _secure_broker(self, admin: Credential) -> None:
-        if self.broker.config.security is None:
-            self.broker = LocalBroker(replace(self.broker.config,
-                                              security=BrokerSecurity(self.tls, admin.password)))
+        if self.cluster.first.security is None:
+            security = BrokerSecurity(self.tls, admin.password)
+            self.cluster = LocalCluster([replace(b.config, security=security) for b in self.cluster.brokers])
 
     @property
     def registry_url(self) -> str:
@@ -140,14 +150,14 @@ class LocalStack:
 
     @property
     def endpoints(self) -> Endpoints:
-        return Endpoints(self.broker.config.bootstrap, self.registry_url, self.tls.ca_cert)
+        return Endpoints(self.cluster.bootstrap, self.registry_url, self.tls.ca_cert)
 
     def _admin(self) -> Credential:
         """The admin's credential: made once, before the broker's storage is formatted with it."""
         existing = self.files.read(ADMIN)
         if existing is not None:
             return existing
-        if (self.broker.config.data_dir / "meta.properties").exists():
+        if self.cluster.formatted():
             raise LocalBrokerError(f"the admin's credential file {self.files.path(ADMIN)} is gone but the "
                                    "broker's storage was formatted with it: `make down clean` starts over")
         credential = Credential(ADMIN, new_password())
@@ -156,7 +166,7 @@ class LocalStack:
         return credential
 
     def admin_settings(self) -> KafkaSettings:
-        return self.broker.config.admin_settings().model_copy(update={"registry_url": self.registry_url})
+        return self.cluster.admin_settings().model_copy(update={"registry_url": self.registry_url})
 
     def credential_file(self, name: str) -> Path:
         """The credential file of an agency or service, named after its user on this bus (with the
@@ -173,7 +183,7 @@ class LocalStack:
         """The caller's environment minus secrets and connection settings, plus the stack's own."""
         env = child_environ(drop=CONNECTION_VARIABLES)
         env.update({
-            "LIAISON_BOOTSTRAP_SERVERS": self.broker.config.bootstrap,
+            "LIAISON_BOOTSTRAP_SERVERS": self.cluster.bootstrap,
             "LIAISON_REGISTRY_URL": self.registry_url,
             "LIAISON_METRICS_PORT": str(self.metrics_port(spec)),
             "LIAISON_REGISTRY_PORT": str(self.registry_port),
@@ -181,6 +191,9 @@ class LocalStack:
             "LIAISON_STATE_DIR": str(self.run / "state"),
             POLICY_VARIABLE: str(self.policy_file),
         })
+        replication = self.cluster.first.replication  # an operator's own choice stays
+        env.setdefault("LIAISON_REPLICATION_FACTOR", str(replication.factor))
+        env.setdefault("LIAISON_MIN_INSYNC_REPLICAS", str(replication.min_insync))
         if self.secure:
             env[CREDENTIALS_VARIABLE] = str(self.credential_file(spec.principal))
             if spec.principal == REGISTRY:
@@ -191,17 +204,18 @@ class LocalStack:
 
     def _check_mode(self) -> None:
         """A broker's storage is formatted for one mode; switching needs a fresh start."""
-        marker = self.broker.config.home / "mode"
         mode = "secured" if self.secure else "plain"
-        if (self.broker.config.data_dir / "meta.properties").exists():
-            was = marker.read_text().strip() if marker.exists() else "plain"  # made before the marker
-            if was != mode:
-                raise LocalBrokerError(
-                    f"the local broker in {self.broker.config.home} was set up {was}; to run it {mode}, "
-                    f"`make down clean` first (this deletes its data), or set {SECURE_VARIABLE}="
-                    f"{'true' if was == 'secured' else 'false'}")
-        private_dir(marker.parent)
-        write_private(marker, mode + "\n")
+        for node in self.cluster.brokers:
+            marker = node.config.home / "mode"
+            if (node.config.data_dir / "meta.properties").exists():
+                was = marker.read_text().strip() if marker.exists() else "plain"  # made before the marker
+                if was != mode:
+                    raise LocalBrokerError(
+                        f"the local broker in {node.config.home} was set up {was}; to run it {mode}, "
+                        f"`make down clean` first (this deletes its data), or set {SECURE_VARIABLE}="
+                        f"{'true' if was == 'secured' else 'false'}")
+            private_dir(marker.parent)
+            write_private(marker, mode + "\n")
 
     def service_pid(self, spec: ServiceSpec) -> int | None:
         return read_pid(spec.pid_file(self.run), must_contain=spec.module)
@@ -218,7 +232,7 @@ class LocalStack:
         self._check_mode()
         if self.secure:
             self._secure_broker(self._admin())
-        self.broker.start()
+        self.cluster.start()
         settings = self.admin_settings()
         asyncio.run(self._provision(settings, policy.audit_retention_ms))
         for spec in SERVICES:
@@ -265,14 +279,15 @@ class LocalStack:
                 stop_pid(pid, grace_s=20)
                 stopped.append(spec.name)
             spec.pid_file(self.run).unlink(missing_ok=True)
-        if self.broker.stop():
+        if self.cluster.stop():
             stopped.append("kafka")
         return stopped
 
     def status(self) -> list[Status]:
         mode = "SASL_SSL" if self.secure else "PLAINTEXT"
-        rows = [Status("kafka", self.broker.pid, f"{self.broker.config.bootstrap} {mode}",
-                       self.broker.config.log_file)]
+        rows = [Status("kafka" if self.cluster.size == 1 else f"kafka-{node.config.node_id}", node.pid,
+                       f"{node.config.bootstrap} {mode}", node.config.log_file)
+                for node in self.cluster.brokers]
         rows += [
             Status(spec.name, self.service_pid(spec),
                    " ".join(filter(None, [self.registry_url if spec.principal == REGISTRY else "",

@@ -27,8 +27,10 @@ class RegistrySettings(ServiceSettings):
         default="_schemas", pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="Compacted topic that holds every schema and config record (<prefix>_schemas).",
     )
-    registry_topic_replication: int = Field(
-        default=1, ge=1, description="Replication factor used when the registry creates its topic.",
+    registry_topic_replication: int | None = Field(
+        default=None, ge=1,
+        description="Replication factor used when the registry creates its topic; default: the bus's "
+                    "rule (LIAISON_REPLICATION_FACTOR, else 3 on three brokers or more).",
     )
     registry_default_compatibility: CompatibilityLevel = Field(
         default=CompatibilityLevel.BACKWARD,

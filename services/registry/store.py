@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from liaison.core.lifecycle import AsyncResource
 from liaison.errors import BrokerUnavailable, ConfigError, DecodeError, RegistryStoreError
+from liaison.kafka_admin import topic_replication
 from services.registry.compat import (
     AvroSchema,
     CompatibilityLevel,
@@ -172,16 +173,17 @@ class SchemaStore(AsyncResource):
         try:
             described = (await admin.describe_topics([self.topic]))[0]
             if described["error_code"] != 0:
+                plan = await topic_replication(self.settings, admin,
+                                               factor=self.settings.registry_topic_replication)
                 response = await admin.create_topics([NewTopic(
-                    self.topic, num_partitions=1,
-                    replication_factor=self.settings.registry_topic_replication,
-                    topic_configs={"cleanup.policy": "compact"},
+                    self.topic, num_partitions=1, replication_factor=plan.factor,
+                    topic_configs={"cleanup.policy": "compact", **plan.topic_config()},
                 )])
                 for name, code, message in response.topic_errors:
                     if code not in (0, TOPIC_ALREADY_EXISTS):
                         raise RegistryStoreError(f"could not create topic {name}: {message} (code {code})")
-                log.info("schemas topic created", topic=self.topic,
-                         replication=self.settings.registry_topic_replication)
+                log.info("schemas topic created", topic=self.topic, replication=plan.factor,
+                         min_insync_replicas=plan.min_insync)
                 described = (await admin.describe_topics([self.topic]))[0]
             partitions = len(described["partitions"])
             if partitions > 1:
