@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JARS   := .cache/kafka/jars
+AGENTS := .cache/kafka/agents
 KAFKA_STAMP := .cache/kafka/.copied
+JMX_AGENT := jmx_prometheus_javaagent
 
 .PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench bench-scale clean
 
@@ -29,12 +31,15 @@ prereqs-prometheus:   ## promtool, which checks and unit-tests deploy/prometheus
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-kafka: $(KAFKA_STAMP)   ## the broker's jars from Maven Central, copied once
+kafka: $(KAFKA_STAMP)   ## the broker's jars and the JMX exporter's agent from Maven Central, copied once
 
+# The agent goes to a folder of its own, off the broker's classpath, under a name without its version.
 $(KAFKA_STAMP): deploy/kafka/pom.xml | prereqs
-	rm -rf $(JARS)
+	rm -rf $(JARS) $(AGENTS)
 	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
-	    -DoutputDirectory=$(CURDIR)/$(JARS) -DincludeScope=runtime
+	    -DoutputDirectory=$(abspath $(JARS)) -DincludeScope=runtime -DexcludeArtifactIds=$(JMX_AGENT)
+	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(abspath $(AGENTS)) -DincludeArtifactIds=$(JMX_AGENT) -Dmdep.stripVersion=true
 	@touch $@
 
 lint: setup

@@ -117,6 +117,7 @@ class BrokerConfig:
     extra_properties: tuple[tuple[str, str], ...] = ()
     security: BrokerSecurity | None = None
     limits: BrokerLimits = field(default_factory=broker_limits)
+    jmx_exporter_port: int | None = None  # serve the broker's JMX metrics to Prometheus on this port
     node_id: int = 1
     voters: tuple[tuple[int, str, int], ...] = ()
     """The controller quorum as (node id, host, controller port); empty: this node alone."""
@@ -192,6 +193,14 @@ def server_properties(cfg: BrokerConfig) -> dict[str, str]:
     return props
 
 
+def jmx_exporter_options(cfg: BrokerConfig) -> tuple[str, ...]:
+    """The `-javaagent` option that serves the broker's MBeans at http://host:port/metrics, if wanted."""
+    if cfg.jmx_exporter_port is None:
+        return ()
+    return (f"-javaagent:{paths.jmx_exporter_agent()}="
+            f"{cfg.host}:{cfg.jmx_exporter_port}:{paths.jmx_exporter_config()}",)
+
+
 def secured_properties(cfg: BrokerConfig, sec: BrokerSecurity) -> dict[str, str]:
     """SCRAM over TLS for every client; the loopback controller listener authenticates with PLAIN.
 
@@ -249,6 +258,9 @@ class LocalBroker:
             raise LocalBrokerError(f"Java {major} found, Kafka 4 needs 17+: install a newer JDK")
         if not any(self.config.jars.glob("kafka_2.13-*.jar")):
             raise LocalBrokerError(f"Kafka jars missing in {self.config.jars}: run `make kafka`")
+        if self.config.jmx_exporter_port is not None and not paths.jmx_exporter_agent().is_file():
+            raise LocalBrokerError(f"JMX exporter agent missing at {paths.jmx_exporter_agent()}: "
+                                   "run `make kafka`")
 
     def _classpath(self) -> str:
         return str(self.config.jars / "*")
@@ -263,7 +275,8 @@ class LocalBroker:
         ]
 
     def _java(self, main: str, *args: str) -> list[str]:
-        return [*self._java_options(), main, *args]
+        """The server's command line (the storage tool runs without the exporter's agent)."""
+        return [*self._java_options(*jmx_exporter_options(self.config)), main, *args]
 
     @staticmethod
     def _environ() -> dict[str, str]:

@@ -23,6 +23,17 @@ def kafka_log4j_config() -> Path:
     return REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
 
 
+def jmx_exporter_agent() -> Path:
+    """The Prometheus JMX exporter's Java agent, copied by `make kafka` apart from the broker's jars."""
+    return Path(os.environ.get("LIAISON_KAFKA_AGENTS", REPO_ROOT / ".cache" / "kafka" / "agents"),
+                "jmx_prometheus_javaagent.jar")
+
+
+def jmx_exporter_config() -> Path:
+    """Which MBeans the broker's JMX exporter serves, and under which metric names."""
+    return REPO_ROOT / "deploy" / "kafka" / "jmx-exporter.yaml"
+
+
 def secrets_dir() -> Path:
     """Credential files of the local stack (mode 0700, each file 0600)."""
     return run_dir() / "secrets"

@@ -15,16 +15,25 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from liaison.local.paths import REPO_ROOT
+from liaison.local import paths
 from liaison.local.stack import SERVICES
 from services.registry.api import RegistryMetrics
 from services.router.metrics import RouterMetrics
+from tests.monitoring import (
+    DASHBOARD,
+    PROMETHEUS,
+    alert_rules,
+    broker_metric_names,
+    dashboard_exprs,
+    load_yaml,
+    metric_names_in,
+    panel_exprs,
+    row_panels,
+)
 
-PROMETHEUS = REPO_ROOT / "deploy" / "prometheus"
-DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "liaison.json"
-METRIC_NAME = re.compile(r"\bliaison_[a-z0-9_]+\b")
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "6h"}
 # What prometheus-client exposes for a family, by type (the family name is given without `_total`).
+METER_ATTRIBUTES = ("Count", "MeanRate", "OneMinuteRate", "FiveMinuteRate", "FifteenMinuteRate")
 SUFFIXES = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
@@ -50,26 +59,6 @@ def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, f"{result.args}:\n{result.stdout}\n{result.stderr}"
 
 
-def load_yaml(name: str) -> Any:
-    return yaml.safe_load((PROMETHEUS / name).read_text())
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in load_yaml("alerts.yml")["groups"] for rule in group["rules"]
-            if "alert" in rule]
-
-
-def dashboard_exprs() -> list[str]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
-
-
-def metric_names_in(expr: str) -> set[str]:
-    """The liaison_* metric names a PromQL expression reads (every bus metric has that prefix)."""
-    without_strings = re.sub(r'"[^"]*"', '""', expr)  # label values such as job="liaison-router"
-    return set(METRIC_NAME.findall(without_strings))
-
-
 def deadlines_metric_classes() -> list[type[Any]]:
     module = importlib.import_module("services.deadlines.metrics")
     return [cls for name, cls in inspect.getmembers(module, inspect.isclass)
@@ -77,14 +66,51 @@ def deadlines_metric_classes() -> list[type[Any]]:
 
 
 def exposed_names() -> set[str]:
-    """Every sample name the services' metrics classes can expose, read from a fresh registry."""
+    """Every sample name the services' metrics classes and the brokers' JMX exporter can expose."""
     registry = CollectorRegistry()
     RouterMetrics(registry)
     RegistryMetrics(registry)
     for cls in deadlines_metric_classes():
         cls(registry)
     return {family.name + suffix for family in registry.collect()
-            for suffix in SUFFIXES[family.type]}
+            for suffix in SUFFIXES[family.type]} | set(exporter_names())
+
+
+def exporter_config() -> dict[str, Any]:
+    return dict(yaml.safe_load(paths.jmx_exporter_config().read_text()))
+
+
+def mbean_attributes(object_name: str) -> tuple[str, ...]:
+    """The numeric attributes of a Kafka MBean: a meter (`...PerSec`, the request handlers' idle
+    share) has a count and rates, a gauge only a Value."""
+    name = dict(part.split("=") for part in object_name.split(":", 1)[1].split(","))["name"]
+    if name.endswith("PerSec") or name == "RequestHandlerAvgIdlePercent":
+        return METER_ATTRIBUTES
+    return ("Value",)
+
+
+def exporter_names() -> dict[str, str]:
+    """The metric names deploy/kafka/jmx-exporter.yaml makes of its MBeans, each with its MBean.
+
+    As the exporter does: an attribute is written `domain<key=value, ...><>Attribute: value`, the
+    first rule whose pattern matches it names the metric ($n from the pattern's groups), and an
+    attribute no rule matches is not exported.
+    """
+    config = exporter_config()
+    names: dict[str, str] = {}
+    for object_name in config["includeObjectNames"]:
+        domain, keys = object_name.split(":", 1)
+        assert not set(keys) & {"*", "?"}, f"{object_name}: name each MBean, no patterns"
+        bean = f"{domain}<{keys.replace(',', ', ')}>"
+        for attribute in mbean_attributes(object_name):
+            for rule in config["rules"]:
+                match = re.fullmatch(f"^.*(?:{rule['pattern']}).*$", f"{bean}<>{attribute}: 0.0")
+                if match:
+                    name = re.sub(r"\$(\d+)", lambda m, g=match: g.group(int(m.group(1))), rule["name"])
+                    name = name.lower() if config["lowercaseOutputName"] else name
+                    names[re.sub(r"[^a-zA-Z0-9:_]", "_", name)] = object_name
+                    break
+    return names
 
 
 def test_promtool_accepts_the_alerting_rules() -> None:
@@ -109,7 +135,10 @@ def test_prometheus_scrapes_every_local_service_on_its_metrics_port() -> None:
             for job in load_yaml("prometheus.yml")["scrape_configs"]}
     expected = {f"liaison-{spec.name}": [f"127.0.0.1:{spec.metrics_port}"] for spec in SERVICES}
     expected.setdefault("liaison-deadlines", ["127.0.0.1:9183"])
+    brokers = jobs.pop("kafka")
     assert jobs == expected
+    assert brokers
+    assert all(re.fullmatch(r"127\.0\.0\.1:\d+", target) for target in brokers)
 
 
 def test_every_alert_says_what_it_means_and_what_to_do() -> None:
@@ -130,6 +159,18 @@ def test_the_brief_alerts_are_all_there() -> None:
     assert "liaison_deadlines_overdue_queries" in exprs["LiaisonQueriesOverdue"]
     assert "liaison_router_denials_total" in exprs["LiaisonDenialSpike"]
     assert exprs["LiaisonServiceDown"].startswith("up{")
+
+
+def test_the_broker_alerts_are_all_there() -> None:
+    """Partitions under-replicated, under min ISR or offline; no controller; ISR shrinks; a broker down."""
+    exprs = {r["alert"]: r["expr"] for r in alert_rules()}
+    assert "kafka_server_replicamanager_underreplicatedpartitions" in exprs["KafkaUnderReplicatedPartitions"]
+    assert "kafka_server_replicamanager_underminisrpartitioncount" in exprs["KafkaUnderMinIsrPartitions"]
+    assert "kafka_controller_kafkacontroller_offlinepartitionscount" in exprs["KafkaOfflinePartitions"]
+    assert "kafka_controller_kafkacontroller_activecontrollercount" in exprs["KafkaNoActiveController"]
+    assert exprs["KafkaNoActiveController"].endswith("!= 1")  # none, or a split quorum
+    assert "kafka_server_replicamanager_isrshrinks_total" in exprs["KafkaIsrShrinking"]
+    assert exprs["KafkaBrokerDown"] == 'up{job="kafka"} == 0'
 
 
 def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
@@ -172,6 +213,43 @@ def test_dashboard_shows_what_operators_watch() -> None:
         "liaison_router_consumer_lag", "liaison_deadlines_open_queries",
         "liaison_deadlines_overdue_queries", "liaison_deadlines_time_to_reply_seconds_bucket",
     } <= used
+
+
+def test_dashboard_shows_the_brokers() -> None:
+    """A Brokers row: partitions at risk, the active controller, ISR changes, traffic per broker."""
+    row = panel_exprs(row_panels("Brokers"))
+    used = set().union(*(metric_names_in(e) for e in row))
+    assert {
+        "kafka_server_replicamanager_underreplicatedpartitions",
+        "kafka_controller_kafkacontroller_offlinepartitionscount",
+        "kafka_controller_kafkacontroller_activecontrollercount",
+        "kafka_server_replicamanager_isrshrinks_total", "kafka_server_replicamanager_isrexpands_total",
+        "kafka_server_brokertopicmetrics_messagesin_total",
+    } <= used
+    assert any("by (instance)" in e and "messagesin" in e for e in row)  # per broker
+
+
+def test_exporter_serves_what_alerts_and_dashboard_read_and_nothing_unused() -> None:
+    """Every kafka_* name of the rules and the dashboard is one the exporter config makes, and every
+    MBean it reads feeds one of them (so a scrape reads no MBean for nothing)."""
+    produced = exporter_names()
+    used = broker_metric_names()
+    assert used <= produced.keys(), f"not exported: {sorted(used - produced.keys())}"
+    assert set(exporter_config()["includeObjectNames"]) == {produced[name] for name in used}
+
+
+def test_the_exporter_config_names_the_metrics_alerts_need() -> None:
+    """The exporter makes these names of Kafka 4's KRaft MBeans (checked on a real broker too)."""
+    produced = exporter_names()
+    assert produced["kafka_server_replicamanager_underreplicatedpartitions"] == \
+        "kafka.server:type=ReplicaManager,name=UnderReplicatedPartitions"
+    assert produced["kafka_controller_kafkacontroller_activecontrollercount"] == \
+        "kafka.controller:type=KafkaController,name=ActiveControllerCount"
+    assert produced["kafka_controller_kafkacontroller_offlinepartitionscount"] == \
+        "kafka.controller:type=KafkaController,name=OfflinePartitionsCount"
+    assert produced["kafka_server_replicamanager_isrshrinks_total"] == \
+        "kafka.server:type=ReplicaManager,name=IsrShrinksPerSec"
+    assert "kafka_server_replicamanager_isrshrinkspersec" not in produced  # its rates are not read
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
