@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import structlog
@@ -33,8 +34,10 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatLimit())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name,
+                           structlog.stdlib.ExtraAdder(allow=["repeated"])],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info, renderer],
     ))
@@ -42,6 +45,35 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     root.handlers[:] = [handler]
     # Libraries' own chatter (retries, reconnects) only from WARNING up.
     root.setLevel(max(numeric, logging.WARNING))
+
+
+class RepeatLimit(logging.Filter):
+    """A library's line said again within `window_s` is counted, not written.
+
+    While a broker is down, aiokafka reports each failed reconnect (ten a second per client); an
+    outage of an hour would otherwise fill the disk with one line. The next line let through
+    carries how many were held back (`repeated`).
+    """
+
+    def __init__(self, window_s: float = 30.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        last, held = self._seen.get(key, (float("-inf"), 0))
+        if now - last < self.window_s:
+            self._seen[key] = (last, held + 1)
+            return False
+        if len(self._seen) > 1000:  # distinct lines are few; this only bounds a pathological case
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if held:
+            record.repeated = held
+        return True
 
 
 @contextmanager

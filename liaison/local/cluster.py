@@ -36,7 +36,7 @@ def local_brokers() -> int:
 def node_configs(base: BrokerConfig, size: int, *,
                  ports: Sequence[tuple[int, int]] = ()) -> list[BrokerConfig]:
     """`size` nodes shaped like `base`: node k in `<home>-k`, on `ports[k-1]` (broker, controller),
-    by default `base.port + 2(k-1)` and the port after it."""
+    by default `base.port + 2(k-1)` and the port after it; its metrics on `jmx_exporter_port + k-1`."""
     if size == 1:
         return [base]
     if ports and len(ports) != size:
@@ -44,8 +44,10 @@ def node_configs(base: BrokerConfig, size: int, *,
     pairs = list(ports) or [(base.port + 2 * k, base.port + 2 * k + 1) for k in range(size)]
     voters = tuple((k + 1, base.host, controller) for k, (_, controller) in enumerate(pairs))
     replication = Replication.for_cluster(size)
+    exporter = base.jmx_exporter_port
     return [replace(base, home=base.home.with_name(f"{base.home.name}-{k + 1}"), port=port,
-                    controller_port=controller, node_id=k + 1, voters=voters, replication=replication)
+                    controller_port=controller, node_id=k + 1, voters=voters, replication=replication,
+                    jmx_exporter_port=None if exporter is None else exporter + k)
             for k, (port, controller) in enumerate(pairs)]
 
 

@@ -74,6 +74,8 @@ class ServiceSpec:
 
 # The order is the start order; stop runs in reverse.
 REGISTRY_PORT = 8081
+BROKER_METRICS_PORT = 9404
+"""The first node's JMX exporter (`deploy/prometheus/prometheus.yml`); node k serves on 9404 + k-1."""
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("registry", "services.registry", metrics_port=9181, principal=REGISTRY),
     ServiceSpec("router", "services.router", metrics_port=9182, principal=ROUTER),
@@ -126,7 +128,8 @@ class LocalStack:
         self.secure = local_secure() if secure is None else secure
         self.tls = DevTls(self.run / "tls")
         self.files = CredentialFiles(self.run / "secrets")
-        self.cluster = LocalCluster.of(broker or BrokerConfig(home=self.run / "kafka"),
+        self.cluster = LocalCluster.of(broker or BrokerConfig(home=self.run / "kafka",
+                                                              jmx_exporter_port=BROKER_METRICS_PORT),
                                        brokers or local_brokers(), ports=broker_ports)
         if self.secure and (admin := self.files.read(ADMIN)) is not None:
             self._secure_broker(admin)
@@ -286,7 +289,9 @@ class LocalStack:
     def status(self) -> list[Status]:
         mode = "SASL_SSL" if self.secure else "PLAINTEXT"
         rows = [Status("kafka" if self.cluster.size == 1 else f"kafka-{node.config.node_id}", node.pid,
-                       f"{node.config.bootstrap} {mode}", node.config.log_file)
+                       " ".join([node.config.bootstrap, mode] + ([f"metrics :{port}"] if (
+                           port := node.config.jmx_exporter_port) is not None else [])),
+                       node.config.log_file)
                 for node in self.cluster.brokers]
         rows += [
             Status(spec.name, self.service_pid(spec),
