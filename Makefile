@@ -9,7 +9,7 @@ AGENTS := .cache/kafka/agents
 KAFKA_STAMP := .cache/kafka/.copied
 JMX_AGENT := jmx_prometheus_javaagent
 
-.PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench bench-scale clean
+.PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench bench-scale soak clean
 
 setup: $(STAMP)   ## the project and its dev tools in .venv/ (editable)
 
@@ -73,6 +73,9 @@ bench: setup kafka
 
 bench-scale: setup kafka   ## 1,000 agencies on one secured broker (SCALE_AGENCIES, SCALE_MESSAGES); not part of `make test`
 	$(PY) -m tests.bench.scale
+
+soak: setup kafka   ## faults at random on a three-node cluster under load for SOAK_MINUTES (default 10); not part of `make test`
+	$(PY) -m tests.bench.soak
 
 clean: down
 	rm -rf .run

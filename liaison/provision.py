@@ -1,15 +1,23 @@
-"""Bring a bus's topics and directory in line with a directory file (what `make up` does first)."""
+"""Bring a bus's topics, directory and principals in line with a directory file and a policy: what
+`liaison up` does on the local cluster, and `liaison provision` on any existing one.
+
+Idempotent: a second run changes nothing and says so. It never lowers what is there: an agency
+onboarded with `liaison agency add` and missing from the file keeps its entry, and an existing
+principal keeps its password (only one without a credential file here gets a new one).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from liaison.core.settings import KafkaSettings
 from liaison.directory import Directory
 from liaison.directory_feed import publish_directory
-from liaison.kafka_admin import ensure_topics
+from liaison.kafka_admin import ConfigChange, reconcile_topics
 from liaison.local.paths import REPO_ROOT
+from liaison.security.bus import Secured, secure_principals
+from liaison.security.credentials import CredentialFiles, Endpoints
 from liaison.table import CompactedTable
 
 DEFAULT_DIRECTORY = REPO_ROOT / "deploy" / "directory.yaml"
@@ -19,17 +27,44 @@ DEFAULT_DIRECTORY = REPO_ROOT / "deploy" / "directory.yaml"
 class Provisioned:
     topics_created: list[str]
     directory_changes: int
+    configs_changed: list[ConfigChange] = field(default_factory=list)
+    principals: Secured | None = None  # None: the cluster is not secured
+
+    def lines(self) -> list[str]:
+        """What changed, one line each, as `liaison provision` prints it."""
+        out = [f"topic created: {name}" for name in self.topics_created]
+        out += [f"topic config: {change}" for change in self.configs_changed]
+        if self.directory_changes:
+            out.append(f"directory entries written: {self.directory_changes}")
+        if (p := self.principals) is not None:
+            out += [f"credential issued: {user}" for user in p.credentials_issued]
+            if p.acls_added or p.acls_removed:
+                out.append(f"ACLs: {p.acls_added} added, {p.acls_removed} removed")
+            out += [f"default quota set: {user}" for user in p.quotas_set]
+        return out
 
 
 async def provision(settings: KafkaSettings, directory_file: Path = DEFAULT_DIRECTORY, *,
-                    partitions: int = 3, audit_retention_ms: int = -1) -> Provisioned:
-    """Create missing bus and agency topics and publish the directory's changed entries."""
+                    partitions: int = 3, audit_retention_ms: int = -1,
+                    credentials: CredentialFiles | None = None) -> Provisioned:
+    """Bus and agency topics as settings and policy say (existing ones' configs too), the
+    directory's changed entries, then, with `credentials` (a secured cluster), every active
+    agency's and service's principal: credential, exactly its ACLs, and a quota."""
     directory = Directory.from_file(directory_file)
     names = settings.topics
     specs = names.bus_topics(partitions=partitions, audit_retention_ms=audit_retention_ms)
     for agency in directory.agencies:
         specs += names.agency_topic_specs(agency)
-    created = await ensure_topics(settings, specs)
+    topics = await reconcile_topics(settings, specs)
     async with CompactedTable(settings, names.directory) as current:
-        changes = await publish_directory(settings, directory, current=dict(current.items))
-    return Provisioned(created, changes)
+        entries = dict(current.items)
+        changes = await publish_directory(settings, directory, current=entries)
+    secured = None
+    if credentials is not None:
+        async with CompactedTable(settings, names.directory) as now:
+            active = sorted(code for code, agency in Directory.from_entries(dict(now.items)).agencies.items()
+                            if agency.active)
+        endpoints = Endpoints(settings.bootstrap_servers, settings.registry_url,
+                              Path(settings.ssl_cafile or ""))
+        secured = await secure_principals(settings, credentials, endpoints, active)
+    return Provisioned(topics.created, changes, topics.changed, secured)

@@ -14,6 +14,7 @@ from liaison.cli import agency as agency_cli
 from liaison.cli import inspect as inspect_cli
 from liaison.cli import messages as messages_cli
 from liaison.cli import policy as policy_cli
+from liaison.cli import provision as provision_cli
 from liaison.cli import schemas as schemas_cli
 from liaison.cli import top as top_cli
 from liaison.cli.messages import bus_settings
@@ -41,6 +42,7 @@ app.command("trace", cls=messages_cli.OneLineCommand)(inspect_cli.trace)
 app.add_typer(inspect_cli.deadletter_app, name="deadletter")
 app.add_typer(policy_cli.policy_app, name="policy")
 app.command("top")(top_cli.top)
+app.command("provision", cls=messages_cli.OneLineCommand)(provision_cli.provision)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 

@@ -19,19 +19,16 @@ from pathlib import Path
 
 from liaison.contract import register_all
 from liaison.core.settings import CREDENTIALS_VARIABLE, KafkaSettings
-from liaison.directory import Directory
 from liaison.errors import LocalBrokerError
-from liaison.kafka_admin import ConfigChange, reconcile_topics
+from liaison.kafka_admin import ConfigChange
 from liaison.local import paths
 from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, tail
 from liaison.local.cluster import LocalCluster, local_brokers
 from liaison.local.process import child_environ, is_alive, read_pid, start_detached, stop_pid
-from liaison.onboarding import read_entries
 from liaison.policy import load_policy
 from liaison.provision import provision
 from liaison.registry_client import RegistryClient, basic_auth_header
 from liaison.security.acls import DEADLINES, REGISTRY, ROUTER, username
-from liaison.security.bus import secure_principals
 from liaison.security.credentials import (
     ADMIN,
     Credential,
@@ -251,14 +248,9 @@ class LocalStack:
 
     async def _provision(self, settings: KafkaSettings, audit_retention_ms: int) -> None:
         """Bus topics as settings and policy say (existing ones too), then agencies and principals."""
-        specs = settings.topics.bus_topics(audit_retention_ms=audit_retention_ms)
-        bus = await reconcile_topics(settings, specs)
-        self.topic_changes = bus.changed
-        await provision(settings, audit_retention_ms=audit_retention_ms)
-        if self.secure:
-            directory = Directory.from_entries(await read_entries(settings))
-            active = [code for code, agency in sorted(directory.agencies.items()) if agency.active]
-            await secure_principals(settings, self.files, self.endpoints, active)
+        done = await provision(settings, audit_retention_ms=audit_retention_ms,
+                               credentials=self.files if self.secure else None)
+        self.topic_changes = done.configs_changed
 
     def _wait_ready(self, spec: ServiceSpec, pid: int, timeout_s: float, settings: KafkaSettings) -> None:
         """Each service waits for the one before it (the router needs the registry)."""
