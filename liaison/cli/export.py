@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from liaison import onboarding
-from liaison.cli.messages import DEFAULT_TIMEOUT_S, OneLineCommand, OneLineGroup, TimeoutOpt, bus_settings, run
+from liaison.cli.messages import (
+    DEFAULT_TIMEOUT_S,
+    OneLineCommand,
+    OneLineGroup,
+    TimeoutOpt,
+    bus_settings,
+    run,
+)
 from liaison.cli.output import fail
 from liaison.cli.policy import DEFAULT_POLICY
 from liaison.directory import Directory
@@ -30,8 +37,8 @@ def strimzi(
     policy: Annotated[Path, typer.Option(
         "--policy", metavar="FILE", dir_okay=False, help="The sharing policy: how long bus.audit keeps "
         "its records.")] = DEFAULT_POLICY,
-    cluster: Annotated[str, typer.Option("--cluster", metavar="NAME",
-                                         help="Name of the Kafka resource (strimzi.io/cluster).")] = "liaison",
+    cluster: Annotated[str, typer.Option(
+        "--cluster", metavar="NAME", help="Name of the Kafka resource (strimzi.io/cluster).")] = "liaison",
     namespace: Annotated[str | None, typer.Option(
         "--namespace", metavar="NAME", show_default=False,
         help="Namespace of every resource (default: none, kubectl's current one).")] = None,
