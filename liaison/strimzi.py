@@ -291,10 +291,14 @@ HEADER = ("# Written by `liaison export strimzi` from the directory and the poli
           "# export again rather than editing this file.\n")
 
 
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+"""libyaml's when PyYAML has it: the same text (a test compares them), seven times faster."""
+
+
 def to_yaml(resources: Sequence[Resource]) -> str:
     """A multi-document YAML stream, keys in the order written, after a header saying where it comes from."""
-    return HEADER + yaml.safe_dump_all(resources, sort_keys=False, explicit_start=True, allow_unicode=True,
-                                       width=120)
+    return HEADER + yaml.dump_all(resources, Dumper=DUMPER, sort_keys=False, explicit_start=True,
+                                  allow_unicode=True, width=120)
 
 
 def export(topics: Topics, directory: Directory, options: ExportOptions) -> Export:

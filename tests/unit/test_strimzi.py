@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import yaml
 
 from liaison.directory import Agency, Directory
 from liaison.errors import ConfigError
@@ -14,7 +15,7 @@ from liaison.provision import DEFAULT_DIRECTORY
 from liaison.security.acls import SERVICES, agency_grants, service_grants, username
 from liaison.security.credentials import ADMIN
 from liaison.security.quotas import Quota
-from liaison.strimzi import ExportOptions, check_unique, export, resource_name, strimzi_user
+from liaison.strimzi import HEADER, ExportOptions, check_unique, export, resource_name, strimzi_user
 from liaison.topics import Topics
 from tests.strimzi_crds import user_acls
 
@@ -134,6 +135,15 @@ def test_the_text_depends_on_the_directory_not_on_the_order_it_was_read_in() -> 
     added = export(TOPICS, _directory(UNDERSCORE, Agency("SE-NFC", "NFC")), ExportOptions()).to_yaml()
     removed = set(first.splitlines(keepends=True)) - set(added.splitlines(keepends=True))
     assert removed == set(), "onboarding an agency only adds lines"
+
+
+def test_the_text_is_the_same_with_or_without_libyaml() -> None:
+    """A machine whose PyYAML lacks libyaml writes the same files: no diff from who exported."""
+    options = ExportOptions(namespace="bus", external="route", agency_quota=QUOTA)
+    exported = export(TOPICS, _directory(UNDERSCORE, SUSPENDED), options)
+    pure = yaml.dump_all(exported.documents(), Dumper=yaml.SafeDumper, sort_keys=False, explicit_start=True,
+                         allow_unicode=True, width=120)
+    assert exported.to_yaml() == HEADER + pure
 
 
 @pytest.mark.parametrize(("prefix", "expected"), [
