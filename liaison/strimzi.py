@@ -3,9 +3,10 @@
 On Kubernetes the Strimzi operators own what onboarding does on a plain cluster: the Topic Operator
 creates the topics of the KafkaTopic resources, the User Operator the SCRAM credentials, ACLs and
 quotas of the KafkaUser resources. This module writes those resources from the same sources as
-onboarding: topic specs from `liaison.topics`, ACLs from `liaison.security.acls`, quotas from
-`liaison.security.quotas`. Pure: no Kafka, no Kubernetes; the CLI (`liaison export strimzi`) prints
-or writes what it returns, in a fixed order, so that onboarding an agency is a readable diff.
+onboarding: topic specs from `liaison.topics`, replication from `liaison.replication`, ACLs from
+`liaison.security.acls`, quotas from `liaison.security.quotas`. Pure: no Kafka, no Kubernetes; the
+CLI (`liaison export strimzi`) prints or writes what it returns, in a fixed order, so that
+onboarding an agency is a readable diff.
 
 Names. Kubernetes wants lower-case resource names (RFC 1123: `a-z`, `0-9`, `-`, `.`); agency codes
 are upper case and may hold `_`. A KafkaTopic keeps the real name in `spec.topicName`. A KafkaUser
@@ -26,6 +27,8 @@ import yaml
 
 from liaison.directory import Directory
 from liaison.errors import ConfigError
+from liaison.kafka_admin import replicated
+from liaison.replication import DEFAULT_FACTOR, Replication
 from liaison.security.acls import (
     SERVICES,
     Grant,
@@ -98,7 +101,7 @@ class ExportOptions:
 
     cluster: str = "liaison"
     namespace: str | None = None
-    replicas: int = 3
+    replicas: int = DEFAULT_FACTOR
     min_insync: int = 2
     nodes: int = 3
     partitions: int = 3  # of the bus's partitioned topics, as `liaison up` creates them
@@ -130,6 +133,10 @@ class ExportOptions:
             raise ConfigError(f"LIAISON_AGENCY_REQUEST_PERCENTAGE={percentage:g}: a KafkaUser's "
                               "requestPercentage is a whole number")
         return self
+
+    @property
+    def replication(self) -> Replication:
+        return Replication(self.replicas, self.min_insync)
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,7 @@ def kafka_topic(spec: TopicSpec, options: ExportOptions) -> Resource:
     name = resource_name(spec.name)
     body: dict[str, Any] = {"topicName": spec.name} if name != spec.name else {}
     body |= {"partitions": spec.partitions, "replicas": options.replicas,
-             "config": dict(sorted({**spec.config, "min.insync.replicas": str(options.min_insync)}.items()))}
+             "config": dict(sorted(replicated(spec, options.replication).config.items()))}
     return {"apiVersion": API_VERSION, "kind": "KafkaTopic", "metadata": _metadata(name, options),
             "spec": body}
 
@@ -236,7 +243,6 @@ def kafka_cluster(options: ExportOptions, super_users: Sequence[str]) -> list[Re
     listeners = [_listener("tls", 9093, "internal")]
     if options.external:
         listeners.append(_listener("external", 9094, options.external))
-    replicas, isr = options.replicas, options.min_insync
     kafka = {
         "apiVersion": API_VERSION, "kind": "Kafka",
         "metadata": _metadata(options.cluster, options, labelled=False, annotations={
@@ -245,13 +251,8 @@ def kafka_cluster(options: ExportOptions, super_users: Sequence[str]) -> list[Re
             "kafka": {
                 "listeners": listeners,
                 "authorization": {"type": "simple", "superUsers": list(super_users)},
-                "config": {
-                    "auto.create.topics.enable": False,  # topics come from KafkaTopic resources only
-                    "default.replication.factor": replicas, "min.insync.replicas": isr,
-                    "offsets.topic.replication.factor": replicas,
-                    "transaction.state.log.replication.factor": replicas,
-                    "transaction.state.log.min.isr": isr,
-                },
+                # topics come from KafkaTopic resources only; internal ones replicated as the bus's
+                "config": {"auto.create.topics.enable": False, **options.replication.broker_properties()},
             },
             "entityOperator": {"topicOperator": {}, "userOperator": {}},
         },

@@ -109,9 +109,10 @@ def test_topics_have_the_bus_settings_and_the_replication_asked_for() -> None:
                                                       "replicas": 5, "config": {"min.insync.replicas": "3"}}
     kafka, pool = exported.cluster
     assert kafka["spec"]["kafka"]["config"] == {
-        "auto.create.topics.enable": False, "default.replication.factor": 5, "min.insync.replicas": 3,
-        "offsets.topic.replication.factor": 5, "transaction.state.log.replication.factor": 5,
-        "transaction.state.log.min.isr": 3}
+        "auto.create.topics.enable": False, "default.replication.factor": "5", "min.insync.replicas": "3",
+        "offsets.topic.replication.factor": "5", "transaction.state.log.replication.factor": "5",
+        "transaction.state.log.min.isr": "3", "share.coordinator.state.topic.replication.factor": "5",
+        "share.coordinator.state.topic.min.isr": "3"}
     assert pool["spec"]["replicas"] == 5
     assert pool["spec"]["roles"] == ["controller", "broker"]
 
