@@ -53,6 +53,7 @@ ExternalListener = Literal["loadbalancer", "nodeport", "route"]
 
 _REFUSED = re.compile(r"[^a-z0-9-]")  # in one dot-separated part of a resource name (RFC 1123)
 _LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # RFC 1035: names Services and pods
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 _RESOURCE = {"TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactionalId", "CLUSTER": "cluster"}
@@ -116,7 +117,7 @@ class ExportOptions:
         if len(self.cluster) > 40 or not _LABEL.match(self.cluster):
             raise ConfigError(f"--cluster {self.cluster!r}: a lower-case name of at most 40 characters "
                               "(letters, digits, '-'), starting with a letter")
-        if self.namespace is not None and (len(self.namespace) > 63 or not _LABEL.match(self.namespace)):
+        if self.namespace is not None and (len(self.namespace) > 63 or not _NAMESPACE.match(self.namespace)):
             raise ConfigError(f"--namespace {self.namespace!r} is not a Kubernetes namespace name")
         if min(self.replicas, self.min_insync, self.nodes, self.partitions, self.agency_partitions) < 1:
             raise ConfigError("--replicas, --min-insync, --nodes and the partitions must be at least 1")
