@@ -11,6 +11,7 @@ import typer
 
 from liaison import __version__
 from liaison.cli import agency as agency_cli
+from liaison.cli import export as export_cli
 from liaison.cli import inspect as inspect_cli
 from liaison.cli import messages as messages_cli
 from liaison.cli import policy as policy_cli
@@ -41,6 +42,7 @@ app.command("case", cls=messages_cli.OneLineCommand)(inspect_cli.case)
 app.command("trace", cls=messages_cli.OneLineCommand)(inspect_cli.trace)
 app.add_typer(inspect_cli.deadletter_app, name="deadletter")
 app.add_typer(policy_cli.policy_app, name="policy")
+app.add_typer(export_cli.app, name="export")
 app.command("top")(top_cli.top)
 app.command("provision", cls=messages_cli.OneLineCommand)(provision_cli.provision)
 
