@@ -102,6 +102,8 @@ class Router:
         self.lag_interval_s = LAG_INTERVAL_S
         self._lag_task: asyncio.Task[None] | None = None
         self.transactional_id = ""  # known once the state folder is claimed (start)
+        self._progress = time.monotonic()  # the last commit, or the last time nothing was waiting
+        self._stalled = False
 
     @property
     def owned_partitions(self) -> int:
@@ -232,9 +234,22 @@ class Router:
                         lag[FAMILIES[parsed[0]]] += max(0, high - max(tp.offset, 0))
             except (KafkaException, RuntimeError) as exc:  # a rebalance or a restart: measure later
                 log.debug("consumer lag not measured", error=str(exc))
+                self._watch_stall(None)
                 continue
             for family, records in lag.items():
                 self.metrics.lag.labels(family).set(records)
+            self._watch_stall(sum(lag.values()))
+
+    def _watch_stall(self, waiting: int | None) -> None:
+        """`waiting` records (None: not measurable) and no commit for `stall_restart_s`: ask the loop
+        to start the clients over. What was stuck is unknown, so it is logged as an error."""
+        now = time.monotonic()
+        if waiting == 0:
+            self._progress = now
+        elif now - self._progress > self.settings.stall_restart_s and not self._stalled:
+            self._stalled = True
+            log.error("routing stalled; restarting the Kafka clients", waiting=waiting,
+                      seconds=round(now - self._progress, 1))
 
     # -- the loop -------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownSignal) -> None:
@@ -257,6 +272,10 @@ class Router:
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=str(error))
             try:
+                if self._stalled:
+                    self._stalled = False
+                    self._progress = time.monotonic()
+                    raise PipelineRestart("stalled")  # noqa: TRY301  # the one path that restarts
                 released = self._parking.ready(self._knows, time.monotonic()) if len(self._parking) else []
                 if records or released:
                     await self._process(records, released)
@@ -266,6 +285,7 @@ class Router:
                     await self._sweep()
             except PipelineRestart as exc:
                 log.warning("restarting the Kafka clients", reason=str(exc))
+                self.metrics.restarts.labels("stalled" if str(exc) == "stalled" else "fatal").inc()
                 self._pending = None  # its transaction dies with the producer
                 self._parking.clear()  # read again from the committed offsets
                 self._consumed.clear()
@@ -396,7 +416,7 @@ class Router:
             for table, keys in expired.items():
                 for key in keys:
                     self._produce(producer, table.topic, key.encode(), None)
-            await asyncio.to_thread(producer.commit_transaction)
+            await asyncio.to_thread(producer.commit_transaction, self._call_timeout_s)
         except KafkaException as exc:
             await self._abort([], exc)
             return
@@ -427,8 +447,9 @@ class Router:
                     self._produce(producer, topic, k.encode(), json_bytes(v))
             metadata = await consumer.consumer_group_metadata()
             await asyncio.to_thread(producer.send_offsets_to_transaction,
-                                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()], metadata)
-            await asyncio.to_thread(producer.commit_transaction)
+                                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()], metadata,
+                                    self._call_timeout_s)
+            await asyncio.to_thread(producer.commit_transaction, self._call_timeout_s)
         except KafkaException as exc:
             return await self._abort(sources, exc)
         producer.poll(0)  # serve delivery reports, which would otherwise pile up
@@ -482,8 +503,14 @@ class Router:
             else:
                 return
 
+    @property
+    def _call_timeout_s(self) -> float:
+        """A transaction call that has not returned by then fails (retriable) and the batch is aborted."""
+        return self.settings.transaction_timeout_ms / 1000 + 5
+
     def _committed(self, out: BatchOutcome, records: int, seconds: float) -> None:
         """Apply our own writes to the state view at once, then count."""
+        self._progress = time.monotonic()
         self.state.routed.put_many_local(out.routed, out.encoded)
         for key, value in out.consents.items():
             self.state.consents.put_local(key, value)

@@ -55,6 +55,12 @@ class RouterMetrics:
         self.lag = Gauge("liaison_router_consumer_lag",
                          "Records in this instance's outbox partitions not routed yet, by topic family "
                          "(alerts, queries, replies).", ["family"], registry=registry)
+        self.restarts = Counter("liaison_router_client_restarts_total",
+                                "Kafka clients started over: after a fatal error, or a stall (records "
+                                "waiting, nothing committed for LIAISON_STALL_RESTART_S).", ["cause"],
+                                registry=registry)
+        for cause in ("fatal", "stalled"):
+            self.restarts.labels(cause)
         for message_type in MESSAGE_TYPES:
             for outcome in OUTCOMES:
                 self.routed.labels(message_type, outcome)

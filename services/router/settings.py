@@ -38,6 +38,10 @@ class RouterSettings(StatefulSettings):
         default=20, ge=1, description="Long-poll wait; short, since a resumed partition waits for it.")
     metadata_max_age_ms: int = Field(default=5000, ge=500, description="How soon new outboxes are seen.")
     session_timeout_ms: int = Field(default=10_000, ge=1000)
+    stall_restart_s: float = Field(
+        default=60.0, gt=0, description="Records waiting in this instance's outboxes (or a lag it cannot "
+                                        "measure) and no transaction committed for this long: the Kafka "
+                                        "clients start over: no stuck coordinator stalls routing for good.")
     catch_up_timeout_s: float = Field(
         default=2.0, gt=0, description="How long a batch waits for bus.routed to be read up to date "
                                        "when it holds message ids this instance has not seen.")
