@@ -152,9 +152,9 @@ class Ledger:
     def unaudited(self, sent: dict[str, Sent]) -> list[str]:
         return sorted(mid for mid, s in sent.items() if (mid, s.recipient, "DELIVERED") not in self.audits)
 
-    def longest_stall_s(self, since_ms: int = 0) -> float:
-        """The longest time no message was delivered, between deliveries from `since_ms` on."""
-        times = sorted(t for t in self.delivered_at.values() if t >= since_ms)
+    def longest_stall_s(self, sent: dict[str, Sent]) -> float:
+        """The longest time none of the messages `sent` was delivered, between their deliveries."""
+        times = sorted(self.delivered_at[mid] for mid in sent if mid in self.delivered_at)
         return max((b - a for a, b in itertools.pairwise(times)), default=0) / 1000
 
     def latency_p99_ms(self, sent: dict[str, Sent]) -> float:
@@ -232,7 +232,7 @@ class Verdict:
         sent = traffic.sent
         return cls(len(sent), traffic.failed, len(ledger.lost(sent)), len(ledger.duplicated()),
                    len(ledger.unreceipted(sent)), len(ledger.unaudited(sent)),
-                   ledger.longest_stall_s(), ledger.latency_p99_ms(sent))
+                   ledger.longest_stall_s(sent), ledger.latency_p99_ms(sent))
 
 
 def busiest_node(stack: LocalStack, topics: Iterable[str]) -> int:

@@ -26,6 +26,11 @@ def provision(
         "--credentials-dir", metavar="DIR", file_okay=False, show_default=False,
         help="Where the credential file of each principal issued now goes (mode 0600); needed on a "
              "secured cluster.")] = None,
+    principals: Annotated[bool, typer.Option(
+        "--principals/--no-principals",
+        help="On a secured cluster, also set every principal's credential, ACLs and quota. "
+             "--no-principals: topics and directory only, when users are managed elsewhere (Strimzi's "
+             "KafkaUsers from `liaison export strimzi`).")] = True,
     partitions: Annotated[int, typer.Option("--partitions", min=1,
                                             help="Partitions of the bus's busy topics.")] = 3,
     timeout: Annotated[float, typer.Option("--timeout", min=1, metavar="SECONDS",
@@ -45,10 +50,10 @@ def provision(
     from liaison.security.credentials import CredentialFiles  # noqa: PLC0415
 
     settings = bus_settings()
-    secured = settings.security_protocol.startswith("SASL")
+    secured = principals and settings.security_protocol.startswith("SASL")
     if secured and credentials_dir is None:
         fail("the cluster is secured: --credentials-dir DIR says where the new principals' credential "
-             "files go", code=2)
+             "files go (or --no-principals)", code=2)
     try:
         policy_file = policy or Path(os.environ.get(POLICY_VARIABLE) or DEFAULT_POLICY)
         retention = load_policy(policy_file).audit_retention_ms

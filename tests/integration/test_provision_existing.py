@@ -24,6 +24,7 @@ from liaison.provision import DEFAULT_DIRECTORY
 from liaison.security.acls import SERVICES, agency_grants, service_grants, username
 from liaison.security.admin import SecurityAdmin, librdkafka_config
 from liaison.security.tls import DevTls
+from liaison.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +44,10 @@ def existing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings
         cluster.stop()
 
 
-def _provision(settings: KafkaSettings, *args: str) -> subprocess.CompletedProcess[str]:
+def _provision(settings: KafkaSettings, *args: str, prefix: str = "") -> subprocess.CompletedProcess[str]:
     """The command as an operator runs it: admin credentials in LIAISON_* variables, nothing else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIAISON_")}
+    env["LIAISON_TOPIC_PREFIX"] = prefix
     env.update({"LIAISON_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                 "LIAISON_SECURITY_PROTOCOL": "SASL_SSL",
                 "LIAISON_SASL_USERNAME": "admin", "LIAISON_SASL_PASSWORD": ADMIN_PASSWORD,
@@ -61,7 +63,7 @@ def test_provision_puts_the_bus_on_an_existing_cluster_and_a_second_run_changes_
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         "liaison: the cluster is secured: --credentials-dir DIR says where the new principals' credential "
-        "files go"]
+        "files go (or --no-principals)"]
 
     first = _provision(existing, "--credentials-dir", str(secrets))
     assert first.returncode == 0, first.stderr
@@ -94,3 +96,16 @@ def test_provision_puts_the_bus_on_an_existing_cluster_and_a_second_run_changes_
     again = _provision(existing, "--credentials-dir", str(secrets))
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "nothing to change: the bus is provisioned"
+
+
+def test_without_principals_it_provisions_topics_and_directory_and_touches_no_user(
+        existing: KafkaSettings) -> None:
+    """Where users come from elsewhere (Strimzi's KafkaUsers), a second bus on the cluster."""
+    done = _provision(existing, "--no-principals", prefix="k8s.")
+    assert done.returncode == 0, done.stderr
+    assert "topic created: k8s.bus.routed" in done.stdout
+    assert "directory entries written: " in done.stdout
+    assert "credential" not in done.stdout
+    assert "ACLs" not in done.stdout
+    users = [username(Topics("k8s."), name) for name in (*SERVICES, "FR-PN")]
+    assert asyncio.run(SecurityAdmin(existing).users_with_credentials(users)) == set()
