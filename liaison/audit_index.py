@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,6 +135,15 @@ class Hit:
     payload: Any
 
 
+@dataclass(slots=True)
+class _Pending:
+    """What a store is to take in its next write."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+    encoded: dict[str, bytes] = field(default_factory=dict)  # name keys' values, JSON already
+    positions: dict[int, int] = field(default_factory=dict)
+
+
 class TopicIndex(AsyncResource):
     """Records of some topics filed by name in a folder of disk stores, brought up to date on demand."""
 
@@ -212,29 +221,30 @@ class TopicIndex(AsyncResource):
         return [tp for tp in self.scan.partitions if tp.topic == topic]
 
     async def _read(self, start: dict[TopicPartition, int], end: dict[TopicPartition, int]) -> None:
-        pending: dict[str, tuple[dict[str, Any], dict[int, int]]] = {t: ({}, {}) for t in self._stores}
+        pending = {topic: _Pending() for topic in self._stores}
         count = 0
         async for item in self.scan.items(start=start, end=end):
-            changes, positions = pending[item.topic]
+            step = pending[item.topic]
             entry = await self._indexers[item.topic](self.scan, item)
             if entry is not None:
                 names, payload = entry
-                changes[_entry_key(item.partition, item.offset)] = [item.timestamp, names, payload]
-                changes.update((_name_key(n, item.partition, item.offset), 0) for n in names)
-            positions[item.partition] = item.offset + 1
+                step.changes[_entry_key(item.partition, item.offset)] = [item.timestamp, names, payload]
+                for name in names:
+                    key = _name_key(name, item.partition, item.offset)
+                    step.changes[key], step.encoded[key] = 0, b"0"
+            step.positions[item.partition] = item.offset + 1
             count += 1
             if count % CHUNK == 0:
                 self._flush(pending)
         for tp, offset in end.items():
-            pending[tp.topic][1][tp.partition] = offset
+            pending[tp.topic].positions[tp.partition] = offset
         self._flush(pending)
 
-    def _flush(self, pending: dict[str, tuple[dict[str, Any], dict[int, int]]]) -> None:
+    def _flush(self, pending: dict[str, _Pending]) -> None:
         """Each store's entries and the offsets they reach, in one write."""
-        for topic, (changes, positions) in pending.items():
-            self._stores[topic].apply(changes, positions)
-            changes.clear()
-            positions.clear()
+        for topic, step in pending.items():
+            self._stores[topic].apply(step.changes, step.positions, step.encoded)
+            pending[topic] = _Pending()
 
     @staticmethod
     def _forget_before(store: DiskStore, first: dict[TopicPartition, int]) -> None:

@@ -283,7 +283,8 @@ async def query_states(settings: KafkaSettings, query_ids: Sequence[str], *,
     state, answers, timers. `store`: where the table is kept (a disk store resumes where it was)."""
     if not query_ids:
         return {}
-    async with CompactedTable(settings, settings.topics.queries, store=store) as table:
+    # a short long-poll: each offsets request of the start waits behind the pending fetch
+    async with CompactedTable(settings, settings.topics.queries, store=store, fetch_max_wait_ms=50) as table:
         found = {qid: query_record(table.items.get, qid) for qid in query_ids}
     return {qid: record for qid, record in found.items() if isinstance(record, dict)}
 

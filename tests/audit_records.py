@@ -3,9 +3,9 @@ its benchmark (which writes a million of them without running the router)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
+from liaison.codec import random_uuid
 from liaison.topics import FAMILIES
 
 Record = dict[str, Any]
@@ -18,7 +18,7 @@ def audit_record(message_id: str, *, case_id: str | None, decided_at: int, origi
                  reason: str | None = None, offset: int = 0) -> Record:
     """One routing decision, as `services/router/pipeline.py` records it."""
     return {
-        "audit_id": str(uuid.uuid4()), "decided_at": decided_at, "service": "router",
+        "audit_id": random_uuid(), "decided_at": decided_at, "service": "router",
         "message_id": message_id, "message_type": message_type, "originator": originator,
         "case_id": case_id, "correlation_id": correlation_id, "derived_from": derived_from,
         "recipient": recipient, "decision": decision, "reason_code": reason_code, "reason": reason,
@@ -41,7 +41,7 @@ def dead_letter(original: bytes, *, failed_at: int, outbox: str, code: str = "SP
                 claimed: str | None = "FR-PN", owner: str | None = "IT-PS") -> Record:
     """A record the router refused whole, kept with why."""
     return {
-        "dead_letter_id": str(uuid.uuid4()), "failed_at": failed_at, "service": "router",
+        "dead_letter_id": random_uuid(), "failed_at": failed_at, "service": "router",
         "source_topic": outbox, "source_partition": 0, "source_offset": 0, "source_timestamp": failed_at,
         "key": None, "value": original, "headers": {}, "error_code": code, "error": "refused",
         "claimed_originator": claimed, "outbox_owner": owner,
