@@ -27,7 +27,8 @@ from the index too: it never answers with more than the bus still has.
 One command at a time: the folder is locked (`StateDir`). Another command waits `LOCK_WAIT_S` for it
 (a repeated question holds it well under a second) and then reads the topics itself, as with
 `--no-index`, rather than wait for a first build that may take minutes. A build is written in steps
-of `CHUNK` records with their offsets, so one cut short (`--timeout`, Ctrl-C) goes on from there.
+of `CHUNK` records with their offsets, so one cut short (`--timeout`, Ctrl-C) goes on from there;
+once done it is compacted, so that the questions after it do not wait for RocksDB's merges.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ T = TypeVar("T")
 FOLDER = "audit-index"
 LOCK_WAIT_S = 3.0
 CHUNK = 5_000  # records per write to the stores while building
+COMPACT_AFTER = 20_000
+"""Records read by one update after which the stores are compacted before the command ends: a few
+RocksDB memtables' worth, which a later command would otherwise merge (and its close wait for)."""
 
 Entry = tuple[list[str], Any]
 """What the index keeps of a record: the names it is found by, and a payload (JSON)."""
@@ -239,6 +243,9 @@ class TopicIndex(AsyncResource):
         for tp, offset in end.items():
             pending[tp.topic].positions[tp.partition] = offset
         self._flush(pending)
+        if count >= COMPACT_AFTER:
+            for store in self._stores.values():
+                store.compact()
 
     def _flush(self, pending: dict[str, _Pending]) -> None:
         """Each store's entries and the offsets they reach, in one write."""

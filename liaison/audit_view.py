@@ -1,8 +1,10 @@
 """What oversight and operators read: the audit trail, receipts, inboxes and dead letters.
 
-Topics are read whole, without a consumer group (nothing is committed), read_committed, from the
+Topics are read without a consumer group (nothing is committed), read_committed, from the
 beginning up to the end offsets they had when the read started: the answer is a consistent
-snapshot that ends by itself. `follow` keeps reading after that point.
+snapshot that ends by itself. `follow` keeps reading after that point. A time window (`Window`)
+is turned into offsets by the broker's time index, so only its records are read; the index of
+liaison/audit_index.py answers `case` and `trace` without reading the topics whole.
 """
 
 from __future__ import annotations
