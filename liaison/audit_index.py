@@ -324,8 +324,9 @@ async def _answer(settings: KafkaSettings, folder: Path, answer: Callable[[Topic
             found = await answer(index)
             reading.how, reading.records_read = "index", index.records_read
             return found
-    except IndexBusy as exc:
-        log.warning(f"{exc}: reading the topics instead")
+    except IndexBusy:
+        log.warning("the audit index is in use by another command; reading the topics instead",
+                    folder=str(folder))
         return None
 
 
