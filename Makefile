@@ -9,7 +9,7 @@ AGENTS := .cache/kafka/agents
 KAFKA_STAMP := .cache/kafka/.copied
 JMX_AGENT := jmx_prometheus_javaagent
 
-.PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench bench-scale soak clean
+.PHONY: setup kafka prereqs prereqs-prometheus test unit integration contract lint typecheck up down status demo bench bench-scale bench-audit soak clean
 
 setup: $(STAMP)   ## the project and its dev tools in .venv/ (editable)
 
@@ -70,6 +70,11 @@ bench: setup kafka
 	$(PY) -m tests.bench.router
 	$(PY) -m tests.bench.security
 	$(PY) -m tests.bench.secured_router
+
+AUDIT_RECORDS ?= 1000000
+
+bench-audit: setup kafka   ## `liaison case` / `trace` on AUDIT_RECORDS audit records: index, --since, full scan; not part of `make test`
+	AUDIT_RECORDS=$(AUDIT_RECORDS) $(PY) -m tests.bench.audit
 
 bench-scale: setup kafka   ## 1,000 agencies on one secured broker (SCALE_AGENCIES, SCALE_MESSAGES); not part of `make test`
 	$(PY) -m tests.bench.scale

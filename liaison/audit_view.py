@@ -1,8 +1,10 @@
 """What oversight and operators read: the audit trail, receipts, inboxes and dead letters.
 
-Topics are read whole, without a consumer group (nothing is committed), read_committed, from the
+Topics are read without a consumer group (nothing is committed), read_committed, from the
 beginning up to the end offsets they had when the read started: the answer is a consistent
-snapshot that ends by itself. `follow` keeps reading after that point.
+snapshot that ends by itself. `follow` keeps reading after that point. A time window (`Window`)
+is turned into offsets by the broker's time index, so only its records are read; the index of
+liaison/audit_index.py answers `case` and `trace` without reading the topics whole.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from liaison.query_record import query_record
 from liaison.registry_client import RegistryClient
 from liaison.sdk.builders import MessageError
 from liaison.sdk.client import decode_learning, kafka_faults, message_key, partitions_of
+from liaison.store import Store
 from liaison.table import CompactedTable
 
 Record = dict[str, Any]
+Offsets = dict[TopicPartition, int]
 
 
 class NotFound(LiaisonError):
@@ -47,6 +51,21 @@ class Item:
     error: str | None = None  # why it could not be decoded
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Records whose timestamp (ms since the epoch) lies in [since_ms, until_ms]; None: no bound."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def holds(self, timestamp: int) -> bool:
+        return (self.since_ms is None or timestamp >= self.since_ms) and \
+            (self.until_ms is None or timestamp <= self.until_ms)
+
+
+EVER = Window()
+
+
 class TopicScan(AsyncResource):
     """Reads topics from the beginning with no consumer group; decodes with the registry's schemas."""
 
@@ -59,6 +78,7 @@ class TopicScan(AsyncResource):
         self._own_registry = registry is None
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
+        self.records_read = 0  # records read from Kafka since start
 
     async def start(self) -> None:
         """Connect, check the topics exist, fetch the schemas; safe to call twice."""
@@ -100,14 +120,48 @@ class TopicScan(AsyncResource):
         assert self._codec is not None, "TopicScan.start() first"
         return self._codec
 
-    async def items(self, *, follow: bool = False) -> AsyncIterator[Item]:
-        """Every record from the beginning to the end taken now; with `follow`, then new ones forever."""
-        consumer = self._consumer
-        assert consumer is not None, "TopicScan.start() first"
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "TopicScan.start() first"
+        return self._consumer
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return list(self._partitions)
+
+    async def bounds(self, window: Window) -> tuple[Offsets, Offsets]:
+        """(first, end) offsets of the records in `window`, per partition, from the broker's time
+        index (ListOffsets by timestamp): reading them reads no record older than the window."""
+        consumer, parts = self.consumer, self._partitions
         async with kafka_faults(self.settings, f"reading {', '.join(self.topics)}"):
-            consumer.assign(self._partitions)
-            await consumer.seek_to_beginning(*self._partitions)
-            ends = await consumer.end_offsets(self._partitions)
+            end = await consumer.end_offsets(parts)
+            first = await consumer.beginning_offsets(parts) if window.since_ms is None \
+                else await self._offsets_at(window.since_ms, end)
+            if window.until_ms is not None:
+                end = await self._offsets_at(window.until_ms + 1, end)
+        return first, end
+
+    async def _offsets_at(self, ms: int, end: Offsets) -> Offsets:
+        """Per partition, the first offset of a record at or after `ms`; the end when none is."""
+        found = await self.consumer.offsets_for_times(dict.fromkeys(end, ms))
+        return {tp: end[tp] if at is None else min(at.offset, end[tp]) for tp, at in found.items()}
+
+    async def items(self, *, follow: bool = False, start: Offsets | None = None,
+                    end: Offsets | None = None) -> AsyncIterator[Item]:
+        """Every record from the beginning to the end taken now; with `follow`, then new ones forever.
+
+        `start`: the partitions to read and the offset each starts at (default: all, from the first
+        record). `end`: the offset each stops before (default: the end when the read starts)."""
+        consumer = self.consumer
+        partitions = list(start) if start is not None else self._partitions
+        async with kafka_faults(self.settings, f"reading {', '.join(self.topics)}"):
+            consumer.assign(partitions)
+            if start is None:
+                await consumer.seek_to_beginning(*partitions)
+            else:
+                for tp, offset in start.items():
+                    consumer.seek(tp, offset)
+            ends = dict(end) if end is not None else await consumer.end_offsets(partitions)
         while True:
             async with kafka_faults(self.settings, f"reading {', '.join(self.topics)}"):
                 if not follow and await self._reached(consumer, ends):
@@ -117,6 +171,7 @@ class TopicScan(AsyncResource):
                 for rec in batches[tp]:
                     if not follow and rec.offset >= ends[tp]:
                         continue
+                    self.records_read += 1
                     yield await self._item(rec)
 
     @staticmethod
@@ -152,38 +207,86 @@ class TopicScan(AsyncResource):
 
 
 # -- case and trace --------------------------------------------------------------------------------
+ROW_FIELDS = ("decided_at", "message_type", "message_id", "originator", "recipient", "decision",
+              "reason_code", "reason", "case_id", "correlation_id", "derived_from", "redactions",
+              "service", "tlp")
+"""The fields of an audit record an operator reads, in order."""
+
+
 def audit_row(audit: Record) -> Record:
-    """The fields of an audit record an operator reads, in order."""
-    return {
-        "decided_at": audit["decided_at"], "message_type": audit["message_type"],
-        "message_id": audit["message_id"], "originator": audit["originator"],
-        "recipient": audit["recipient"], "decision": audit["decision"],
-        "reason_code": audit["reason_code"], "reason": audit["reason"],
-        "case_id": audit["case_id"], "correlation_id": audit["correlation_id"],
-        "derived_from": audit["derived_from"], "redactions": list(audit["redactions"]),
-        "service": audit["service"], "tlp": audit["tlp"],
-    }
+    row = {name: audit[name] for name in ROW_FIELDS}
+    row["redactions"] = list(row["redactions"])
+    return row
 
 
-async def case_thread(settings: KafkaSettings, case_id: str) -> list[Record]:
-    """Every routing decision about the messages of one case, oldest first."""
-    key = case_id.encode()
+def audit_names(key: bytes | None, audit: Record) -> list[str]:
+    """What an audit record is found by: `m:` the message decided on; `r:` the message it answers
+    or passes on; `c:` its case, when the record is keyed by it (as the router keys a case's records).
+
+    The scan below and the index (liaison/audit_index.py) both match by these names, so that they
+    find the same records.
+    """
+    message_id = audit["message_id"]
+    names = [f"m:{message_id}"] + [
+        f"r:{other}" for other in dict.fromkeys((audit["correlation_id"], audit["derived_from"]))
+        if other is not None and other != message_id]
+    case_id = audit["case_id"]
+    if case_id is not None and key == case_id.encode():
+        names.append(f"c:{case_id}")
+    return names
+
+
+def letter_names(view: Record) -> list[str]:
+    """What a dead letter is found by: `m:` the refused message's id, `d:` its own id."""
+    names = [f"d:{view['dead_letter_id']}"]
+    return [f"m:{view['message_id']}", *names] if view["message_id"] is not None else names
+
+
+def sort_rows(rows: list[Record]) -> list[Record]:
+    """Oldest first."""
+    return sorted(rows, key=lambda r: (r["decided_at"], r["message_id"], r["recipient"] or ""))
+
+
+@dataclass
+class Reading:
+    """How an answer was read: for an operator's check (`--no-index`) and the benchmark."""
+
+    how: str = ""  # "index", "window" (only the records of --since / --until) or "scan" (all)
+    records_read: int = 0  # records read from Kafka for it
+
+
+async def within(scan: TopicScan, window: Window, reading: Reading | None) -> AsyncIterator[Item]:
+    """The records of `window`: only their offsets are read (see `TopicScan.bounds`)."""
+    first, end = await scan.bounds(window)
+    async for item in scan.items(start=first, end=end):
+        if window.holds(item.timestamp):
+            yield item
+    if reading is not None:
+        reading.how = "scan" if window == EVER else "window"
+        reading.records_read = scan.records_read
+
+
+async def case_thread(settings: KafkaSettings, case_id: str, *, window: Window = EVER,
+                      reading: Reading | None = None) -> list[Record]:
+    """Every routing decision about the messages of one case, oldest first, read from the topic."""
+    name = f"c:{case_id}"
     rows = []
     async with TopicScan(settings, [settings.topics.audit]) as scan:
-        async for item in scan.items():
-            if item.key == key and item.type == "AuditRecord" and item.record is not None \
-                    and item.record["case_id"] == case_id:
+        async for item in within(scan, window, reading):
+            if item.type == "AuditRecord" and item.record is not None \
+                    and name in audit_names(item.key, item.record):
                 rows.append(audit_row(item.record))
-    rows.sort(key=lambda r: (r["decided_at"], r["message_id"], r["recipient"] or ""))
-    return rows
+    return sort_rows(rows)
 
 
-async def query_states(settings: KafkaSettings, query_ids: Sequence[str]) -> dict[str, Record]:
+async def query_states(settings: KafkaSettings, query_ids: Sequence[str], *,
+                       store: Store | None = None) -> dict[str, Record]:
     """The lifecycle records of these queries (`bus.queries`, each assembled from its keys): deadline,
-    state, answers, timers."""
+    state, answers, timers. `store`: where the table is kept (a disk store resumes where it was)."""
     if not query_ids:
         return {}
-    async with CompactedTable(settings, settings.topics.queries) as table:
+    # a short long-poll: each offsets request of the start waits behind the pending fetch
+    async with CompactedTable(settings, settings.topics.queries, store=store, fetch_max_wait_ms=50) as table:
         found = {qid: query_record(table.items.get, qid) for qid in query_ids}
     return {qid: record for qid, record in found.items() if isinstance(record, dict)}
 
@@ -217,31 +320,43 @@ class Trace:
         return {"message_id": self.message_id, "decisions": self.decisions,
                 "dead_letters": self.dead_letters, "related": self.related, "query": self.query}
 
+    def rows_for(self, names: list[str]) -> list[Record] | None:
+        """Where an audit row found by `names` (see `audit_names`) goes; None: not about this message."""
+        if f"m:{self.message_id}" in names:
+            return self.decisions
+        return self.related if f"r:{self.message_id}" in names else None
 
-async def trace_message(settings: KafkaSettings, message_id: str) -> Trace:
-    """Who got one message, who was refused it and why, whether it was dead-lettered, what answered it."""
+    def add_letter(self, view: Record) -> None:
+        if not {f"m:{self.message_id}", f"d:{self.message_id}"}.isdisjoint(letter_names(view)):
+            self.dead_letters.append(view)
+
+    async def complete(self, settings: KafkaSettings, store: Store | None = None) -> Trace:
+        """Sort what was found and add the query's lifecycle when the message is a query."""
+        self.decisions.sort(key=lambda r: (r["decided_at"], r["recipient"] or ""))
+        self.related = sort_rows(self.related)
+        if any(d["message_type"] == "Query" for d in self.decisions):
+            states = await query_states(settings, [self.message_id], store=store)
+            self.query = query_row(states[self.message_id]) if self.message_id in states else None
+        return self
+
+
+async def trace_message(settings: KafkaSettings, message_id: str, *, window: Window = EVER,
+                        reading: Reading | None = None) -> Trace:
+    """Who got one message, who was refused it and why, whether it was dead-lettered, what answered
+    it: read from the topics."""
     out = Trace(message_id)
     topics = settings.topics
     async with TopicScan(settings, [topics.audit, topics.deadletter]) as scan:
-        async for item in scan.items():
+        async for item in within(scan, window, reading):
             if item.record is None:
                 continue
-            rec = item.record
             if item.type == "AuditRecord":
-                if rec["message_id"] == message_id:
-                    out.decisions.append(audit_row(rec))
-                elif message_id in (rec["correlation_id"], rec["derived_from"]):
-                    out.related.append(audit_row(rec))
+                rows = out.rows_for(audit_names(item.key, item.record))
+                if rows is not None:
+                    rows.append(audit_row(item.record))
             elif item.type == "DeadLetter":
-                view = await dead_letter_view(scan, rec)
-                if message_id in (view["message_id"], rec["dead_letter_id"]):
-                    out.dead_letters.append(view)
-    out.decisions.sort(key=lambda r: (r["decided_at"], r["recipient"] or ""))
-    if any(d["message_type"] == "Query" for d in out.decisions):
-        states = await query_states(settings, [message_id])
-        out.query = query_row(states[message_id]) if message_id in states else None
-    out.related.sort(key=lambda r: (r["decided_at"], r["message_id"], r["recipient"] or ""))
-    return out
+                out.add_letter(await dead_letter_view(scan, item.record))
+    return await out.complete(settings)
 
 
 # -- dead letters ----------------------------------------------------------------------------------

@@ -229,3 +229,29 @@ async def reconcile_topics(settings: KafkaSettings, specs: Iterable[TopicSpec], 
     created = await ensure_topics(settings, wanted, replication=replication)
     changed = await align_topic_configs(settings, [s for s in wanted if s.name not in created])
     return Reconciled(created, changed)
+
+
+async def topic_ids(settings: KafkaSettings, topics: Sequence[str], *,
+                    timeout_s: float = 10.0) -> dict[str, str]:
+    """The id the cluster gave each topic when it created it: a topic deleted and created again
+    under the same name has a new one, where its name and offsets may look the same.
+
+    aiokafka speaks Metadata up to v5, which has no topic ids; librdkafka's DescribeTopics has them.
+    """
+    from confluent_kafka import KafkaException, TopicCollection  # noqa: PLC0415  # loads librdkafka
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    from liaison.security.admin import librdkafka_config  # noqa: PLC0415
+
+    def work() -> dict[str, str]:
+        # warnings and errors only: its notices on stderr would break a command's one-line output
+        admin = AdminClient({**librdkafka_config(settings), "log_level": 4})
+        described: dict[str, Any] = admin.describe_topics(TopicCollection(list(topics)),
+                                                          request_timeout=timeout_s)
+        return {name: str(future.result().topic_id) for name, future in described.items()}
+
+    try:
+        return await asyncio.to_thread(work)
+    except KafkaException as exc:
+        raise LiaisonError(f"could not describe {', '.join(topics)}: "
+                           f"{exc.args[0] if exc.args else exc}") from None

@@ -260,6 +260,11 @@ class DiskStore(Store):
         batch.put(_META + b"source", _dumps(source))
         self._db.write(batch)
 
+    def compact(self) -> None:
+        """Merge all that was written into the sorted levels now. After a bulk load: otherwise the
+        next open starts that merge in the background, and its close waits for it."""
+        self._db.compact_range(None, None)
+
     def close(self) -> None:
         self._db.close()
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-from aiokafka.protocol.metadata import MetadataRequest
 
+from liaison.checkpoint import cluster_id, resume
 from liaison.core.lifecycle import AsyncResource
 from liaison.core.settings import KafkaSettings
 from liaison.errors import BrokerUnavailable
@@ -83,41 +82,19 @@ class CompactedTable(AsyncResource):
             raise BrokerUnavailable(f"could not read {self.topic} to its end within {timeout_s:.0f} s")
 
     async def _resume(self, partitions: list[TopicPartition]) -> None:
-        """Start each partition where the store left off, or from the beginning.
-
-        A store filled from another cluster or topic, or whose positions the topic no longer has
-        (deleted and created again, records deleted), is emptied and filled again from the start.
-        """
+        """Start each partition where the store left off, or from the beginning (see
+        `liaison.checkpoint`: a store of another cluster or topic is emptied and filled again)."""
         assert self._consumer is not None
-        source = {"topic": self.topic, "cluster": await self._cluster_id()}
-        held = self.items.positions()
-        first = await self._consumer.beginning_offsets(partitions)
-        end = await self._consumer.end_offsets(partitions)
-        valid = self.items.source() == source and all(
-            first[tp] <= held[tp.partition] <= end[tp] for tp in partitions if tp.partition in held)
-        if not valid:
-            if held or self.items.source() is not None:
-                log.warning("state store does not match the topic; reading it again from the start",
-                            topic=self.topic, held=self.items.source())
-            self.items.reset(source)
-            held = {}
-        self.restored_from = held
+        source = {"topic": self.topic,
+                  "cluster": await cluster_id(self._consumer, self.topic, self._settings.bootstrap_servers)}
+        found = await resume(self._consumer, self.items, partitions, source)
+        self.restored_from = found.held
         for tp in partitions:
-            if tp.partition in held:
-                self._consumer.seek(tp, held[tp.partition])
-                self._positions[tp] = held[tp.partition]
+            if tp.partition in found.held:
+                self._consumer.seek(tp, found.held[tp.partition])
+                self._positions[tp] = found.held[tp.partition]
             else:
                 await self._consumer.seek_to_beginning(tp)
-
-    async def _cluster_id(self) -> str:
-        """The cluster's id (Metadata v2+), so that a store never mixes two clusters' data."""
-        assert self._consumer is not None
-        client = self._consumer._client
-        try:
-            response = await client.send(client.get_random_node(), MetadataRequest([self.topic], False))
-        except KafkaError:
-            return self._settings.bootstrap_servers
-        return str(getattr(response, "cluster_id", None) or self._settings.bootstrap_servers)
 
     async def _partitions(self, timeout_s: float) -> list[TopicPartition]:
         assert self._consumer is not None

@@ -1,7 +1,9 @@
 """`liaison case | trace | deadletter`: what the bus decided, for operators and oversight.
 
-Each reads whole topics (`bus.audit`, `bus.deadletter`) from the beginning to the end they had
-when the command started, without a consumer group, and then stops.
+`case` and `trace` answer from a local index of the audit trail (liaison/audit_index.py), which reads
+only what was appended since the last question; `--since` / `--until` read only the audit records of
+a time window; `--no-index` reads the topics whole. `deadletter` reads `bus.deadletter` (kept 30 days)
+whole. Each reads to the end the topics had when the command started, without a consumer group.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from liaison.audit_index import find_case, find_message, find_query_states, index_folder
 from liaison.audit_view import (
-    case_thread,
+    EVER,
+    Window,
     dead_letters,
     find_dead_letter,
     ms_to_text,
     query_row,
-    query_states,
     replay,
-    trace_message,
 )
 from liaison.cli.messages import (
     DEFAULT_TIMEOUT_S,
@@ -35,8 +37,10 @@ from liaison.cli.messages import (
     run,
     styled,
     table,
+    time_ago,
 )
-from liaison.cli.output import Out
+from liaison.cli.output import Out, fail
+from liaison.core.settings import StatefulSettings
 from liaison.sdk.builders import MessageError
 
 Record = dict[str, Any]
@@ -56,41 +60,76 @@ def _decision_cells(row: Record) -> list[str]:
             row["recipient"] or "-", styled(row["decision"]), _reason(row)]
 
 
+SinceOpt = Annotated[int | None, typer.Option(
+    "--since", parser=time_ago, metavar="TIME", show_default=False,
+    help="Only decisions from this time on: an ISO 8601 date or time (UTC unless it says), or a "
+         "duration back from now (30d, 12h, 90m). Only the audit records of that window are read.")]
+UntilOpt = Annotated[int | None, typer.Option(
+    "--until", parser=time_ago, metavar="TIME", show_default=False,
+    help="Only decisions up to this time (same forms as --since).")]
+NoIndexOpt = Annotated[bool, typer.Option(
+    "--no-index", help="Read the topics from Kafka instead of the local index of the audit trail "
+                       "(the answer must be the same; for checking).")]
+
+
+def _window(since: int | None, until: int | None) -> Window:
+    if since is not None and until is not None and since > until:
+        fail(f"--since ({ms_to_text(since)}) is after --until ({ms_to_text(until)})", code=2)
+    return Window(since, until)
+
+
+def _index(settings: StatefulSettings, no_index: bool) -> tuple[Path | None, str]:
+    """The index folder (None with --no-index), and what a timeout message adds about it."""
+    if no_index:
+        return None, ""
+    folder = index_folder(settings.state_dir, settings)
+    return folder, f" (the index in {folder} keeps what was read: run it again or give a longer --timeout)"
+
+
 def case(case_id: Annotated[str, typer.Argument(metavar="CASE_ID", help="The case id.")], *,
+         since: SinceOpt = None, until: UntilOpt = None, no_index: NoIndexOpt = False,
          timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
     """The thread of a case: every alert, query and reply in it, who got each and who was refused.
 
-    Example: liaison case CASE-2025-0042
+    Example: liaison case CASE-2025-0042 --since 30d
     """
-    settings = bus_settings()
-    rows = run(lambda: case_thread(settings, case_id), doing=f"reading the audit trail of case {case_id}",
-               timeout_s=timeout, settings=settings, message=f"reading the audit trail of {case_id}",
-               json=json)
+    settings = bus_settings(StatefulSettings)
+    window = _window(since, until)
+    folder, note = _index(settings, no_index)
+    rows = run(lambda: find_case(settings, case_id, folder=folder, window=window),
+               doing=f"reading the audit trail of case {case_id}{note}", timeout_s=timeout,
+               settings=settings, message=f"reading the audit trail of {case_id}", json=json)
     if not rows:
-        not_found(f"no routing decision about case {case_id} on this bus", json=json)
+        not_found(f"no routing decision about case {case_id} on this bus"
+                  f"{' in that time' if window != EVER else ''}", json=json)
     table(Out(json=json), f"case {case_id}", _DECISION_COLUMNS, [_decision_cells(r) for r in rows],
                          records=rows)
     if not json:
         query_ids = sorted({r["message_id"] for r in rows if r["message_type"] == "Query"})
-        states = run(lambda: query_states(settings, query_ids), doing="reading the queries' state",
-                     timeout_s=timeout, settings=settings, message="reading bus.queries", json=json)
+        states = run(lambda: find_query_states(settings, query_ids, folder=folder),
+                     doing="reading the queries' state", timeout_s=timeout, settings=settings,
+                     message="reading bus.queries", json=json)
         if states:
             table(Out(), "queries: deadline and state", _QUERY_COLUMNS,
                   [_query_cells(query_row(s)) for s in states.values()])
 
 
 def trace(message_id: Annotated[str, typer.Argument(metavar="MESSAGE_ID", help="The message id.")], *,
+          since: SinceOpt = None, until: UntilOpt = None, no_index: NoIndexOpt = False,
           timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: JsonOpt = False) -> None:
     """Every decision about one message: who got it, who was refused it and why, dead letters, answers.
 
-    Example: liaison trace 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+    Example: liaison trace 1b4e28ba-2fa1-11d2-883f-0016d3cca427 --since 2025-03-01
     """
-    settings = bus_settings()
-    found = run(lambda: trace_message(settings, message_id), doing=f"tracing {message_id}",
-                timeout_s=timeout, settings=settings, message=f"tracing {message_id}", json=json)
+    settings = bus_settings(StatefulSettings)
+    window = _window(since, until)
+    folder, note = _index(settings, no_index)
+    found = run(lambda: find_message(settings, message_id, folder=folder, window=window),
+                doing=f"tracing {message_id}{note}", timeout_s=timeout, settings=settings,
+                message=f"tracing {message_id}", json=json)
     if not found.found:
-        not_found(f"nothing on this bus about message {message_id} (no decision, no dead letter)",
-                  json=json, empty=found.to_dict())
+        not_found(f"nothing on this bus about message {message_id} (no decision, no dead letter)"
+                  f"{' in that time' if window != EVER else ''}", json=json, empty=found.to_dict())
     if json:
         emit_json(found.to_dict())
         return

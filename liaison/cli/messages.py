@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar, overload
 
 import structlog
 import typer
@@ -31,7 +31,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from liaison.audit_view import Item, TopicScan, ms_to_text
 from liaison.cli.output import Out, fail
-from liaison.core.settings import KafkaSettings, load
+from liaison.core.settings import KafkaSettings, S, load
 from liaison.directory import check_agency_code, to_ms
 from liaison.errors import ConfigError, LiaisonError, RegistryError
 from liaison.schemas import MESSAGE_TYPES
@@ -115,8 +115,13 @@ AgencyArg = Annotated[str, typer.Argument(callback=agency_code, metavar="AGENCY"
                                           help="Agency code, e.g. FR-PN.", show_default=False)]
 
 
-def bus_settings() -> KafkaSettings:
-    """Settings from LIAISON_* variables, or one line saying which one is wrong.
+@overload
+def bus_settings() -> KafkaSettings: ...
+@overload
+def bus_settings(cls: type[S]) -> S: ...
+def bus_settings(cls: type[KafkaSettings] = KafkaSettings) -> KafkaSettings:
+    """Settings from LIAISON_* variables, or one line saying which one is wrong; `cls`: settings with
+    more than the connection (`StatefulSettings`: where the CLI keeps its index).
 
     With no credential given, the operator acts as the local stack's admin when that stack runs
     secured (its credential file is there), so `make demo` is followed by commands that work.
@@ -124,7 +129,7 @@ def bus_settings() -> KafkaSettings:
     from liaison.local.stack import local_admin_credentials  # noqa: PLC0415  # keeps --help fast
 
     try:
-        return load(KafkaSettings, credentials=local_admin_credentials())
+        return load(cls, credentials=local_admin_credentials())
     except ConfigError as exc:
         fail(str(exc), code=2)
 
@@ -239,11 +244,17 @@ _TIMES = {"expires_at", "deadline", "valid_until"}
 _RELATIVE = re.compile(r"^\+?(\d+(?:\.\d+)?)\s*([smhd])$")
 
 
+def _delay_ms(value: Any) -> int | None:
+    """Milliseconds of a delay such as 30m, 48h or 7d; None when `value` is not one."""
+    if not isinstance(value, str) or not (m := _RELATIVE.match(value.strip().lower())):
+        return None
+    return int(float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)] * 1000)
+
+
 def parse_time(value: Any, where: str) -> int | None:
     """Epoch ms from ms, an ISO 8601 time (UTC unless it says), or a delay from now: 30m, 48h, 7d."""
-    if isinstance(value, str) and (m := _RELATIVE.match(value.strip().lower())):
-        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return int((time.time() + seconds) * 1000)
+    if (delay := _delay_ms(value)) is not None:
+        return int(time.time() * 1000) + delay
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
     try:
@@ -251,6 +262,21 @@ def parse_time(value: Any, where: str) -> int | None:
     except ConfigError:
         raise MessageError(f"{where}: {value!r} is not a time: give ISO 8601 (2025-03-01T12:00), "
                            "epoch milliseconds, or a delay such as 48h") from None
+
+
+def time_ago(value: str) -> int:
+    """Typer parser of --since / --until: epoch ms of an ISO 8601 date or time (UTC unless it says),
+    or of a duration back from now (30d, 12h, 90m)."""
+    if (delay := _delay_ms(value)) is not None:
+        return int(time.time() * 1000) - delay
+    try:
+        found = to_ms(value.strip(), "")
+    except ConfigError:
+        found = None
+    if found is None:
+        raise typer.BadParameter(f"{value!r} is not a time: give an ISO 8601 date or time "
+                                 "(2025-03-01, 2025-03-01T12:00Z) or a duration back from now (30d, 12h)")
+    return found
 
 
 def message_type_of(name: str) -> str:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,24 +253,28 @@ async def measure(bootstrap: str, workdir: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    """A broker of its own, so that nothing else on the machine shares it during the run."""
+def on_own_broker(measure: Callable[[str, Path], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """`measure(bootstrap, workdir)` with a broker of its own, so that nothing else on the machine
+    shares it during the run; a failure ends the process with the logs' last lines."""
     with tempfile.TemporaryDirectory(prefix="liaison-bench-") as tmp:
         workdir = Path(tmp)
         broker = LocalBroker(BrokerConfig(home=workdir / "kafka", port=free_port(),
                                           controller_port=free_port(), heap_mb=1024))
         broker.start(timeout_s=90)
         try:
-            result = asyncio.run(measure(broker.config.bootstrap, workdir))
-        except (TimeoutError, OSError) as exc:
+            return asyncio.run(measure(broker.config.bootstrap, workdir))
+        except (TimeoutError, OSError, RuntimeError) as exc:
             print(f"bench failed: {exc}", file=sys.stderr)
-            for log in sorted(workdir.glob("*.log")):
+            for log in sorted([*workdir.glob("*.log"), broker.config.log_file]):
                 print(f"--- {log.name}", *log.read_text(errors="replace").splitlines()[-15:],
                       sep="\n", file=sys.stderr)
             raise SystemExit(1) from None
         finally:
             broker.stop()
-    report("router", result)
+
+
+def main() -> None:
+    report("router", on_own_broker(measure))
 
 
 if __name__ == "__main__":

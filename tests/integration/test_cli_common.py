@@ -6,12 +6,16 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
@@ -42,8 +46,14 @@ class Result:
         return lines[0]
 
 
+STATE_DIR = Path(tempfile.mkdtemp(prefix="liaison-cli-state-"))
+"""Where the CLI of the tests keeps its audit index: never the repository's `.run/`."""
+atexit.register(shutil.rmtree, STATE_DIR, ignore_errors=True)
+
+
 def cli_env(settings: KafkaSettings | None = None, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIAISON_")}
+    env["LIAISON_STATE_DIR"] = str(STATE_DIR)
     if settings is not None:
         env.update(LIAISON_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
                    LIAISON_REGISTRY_URL=settings.registry_url, LIAISON_TOPIC_PREFIX=settings.topic_prefix)

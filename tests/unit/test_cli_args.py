@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from liaison.audit_view import EVER, Window
 from liaison.cli.main import app
-from liaison.cli.messages import build_message, message_from, parse_time
+from liaison.cli.messages import build_message, message_from, parse_time, time_ago
 from liaison.cli.policy import infer_type
 from liaison.codec import Codec
 from liaison.schemas import MESSAGE_TYPES, load_catalog
@@ -59,6 +60,9 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     (["send", "reply", "--from", "DE-BKA", "--answers", "x", "--outcome", "REFUSED"], "refusal ground"),
     (["policy", "explain", "/nonexistent.yaml", "--type", "query"], "cannot read"),
     (["policy", "explain", "/nonexistent.yaml", "--as", "nobody"], "not an agency code"),
+    (["case", "CASE-1", "--since", "yesterday"], "Invalid value for '--since': 'yesterday' is not a time"),
+    (["trace", "1b4e28ba", "--until", "2025-13-01"], "'2025-13-01' is not a time"),
+    (["case", "CASE-1", "--since", "1d", "--until", "2d"], "is after --until"),
 ])
 def test_wrong_arguments_give_one_line_and_exit_2(args: list[str], expected: str) -> None:
     """Usage errors are one line on stderr, starting `liaison:`, and never reach the broker."""
@@ -131,6 +135,21 @@ def test_times() -> None:
     assert abs(parse_time("30m", "t") - (time.time() + 1800) * 1000) < 5000  # type: ignore[operator]
     with pytest.raises(MessageError, match="48h"):
         parse_time("tomorrow", "deadline")
+
+
+def test_times_back_from_now() -> None:
+    """--since / --until: ISO 8601 dates and times (UTC unless said), or durations back from now."""
+    now = time.time() * 1000
+    assert abs(time_ago("30d") - (now - 30 * 86_400_000)) < 5000
+    assert abs(time_ago("12h") - (now - 12 * 3_600_000)) < 5000
+    assert time_ago("2024-01-01") == 1_704_067_200_000
+    assert time_ago("2024-01-01T01:00+01:00") == 1_704_067_200_000
+    window = Window(time_ago("2024-01-01"), time_ago("2024-01-02"))
+    assert window.holds(1_704_067_200_000)
+    assert window.holds(1_704_153_600_000)  # both ends are in it
+    assert not window.holds(1_704_067_199_999)
+    assert not window.holds(1_704_153_600_001)
+    assert EVER.holds(0)
 
 
 def test_message_type_from_flag_file_or_fields() -> None:

@@ -74,6 +74,20 @@ def test_the_disk_store_survives_reopening(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_compacted_store_keeps_its_entries_and_leaves_nothing_to_merge(tmp_path: Path) -> None:
+    """After a bulk load, `compact` merges the flushed files, so that no later open starts to."""
+    store = DiskStore(tmp_path / "t")
+    for chunk in range(2):
+        store.apply({f"id-{chunk}-{i}": {"pad": "x" * 200} for i in range(5000)}, {0: chunk})
+    store._db.flush()  # one file on level 0: fewer than RocksDB merges by itself (4)
+    assert store._db.property_int_value("rocksdb.num-files-at-level0") == 1
+    store.compact()
+    assert store._db.property_int_value("rocksdb.num-files-at-level0") == 0
+    assert store.get("id-1-4999") == {"pad": "x" * 200}
+    assert store.positions() == {0: 1}
+    store.close()
+
+
 def test_a_store_cannot_be_opened_twice(tmp_path: Path) -> None:
     first = DiskStore(tmp_path / "t")
     with pytest.raises(ConfigError, match="cannot open the state store"):
