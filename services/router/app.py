@@ -218,34 +218,40 @@ class Router:
     # -- consumer lag ---------------------------------------------------------------------------
     async def _measure_lag(self) -> None:
         """Every few seconds, per topic family: records in owned outbox partitions not routed yet:
-        the high watermark the last fetch saw minus the committed offset (one OffsetFetch)."""
+        the high watermark minus the committed offset (one OffsetFetch). The watermark is the one
+        the last fetch saw, unless nothing was committed for half the stall allowance: then it is
+        asked of the leaders, since a fetcher that is stuck sees no new records either."""
         while True:
             await asyncio.sleep(self.lag_interval_s)
             consumer = self._consumer
             if consumer is None or not self._owned:
                 continue
             lag = dict.fromkeys(FAMILIES.values(), 0)
+            fresh = time.monotonic() - self._progress > self.settings.stall_restart_s / 2
             try:
                 owned = [TopicPartition(t, p) for t, p in sorted(self._owned)]
                 for tp in await consumer.committed(owned, timeout=self.lag_interval_s):
-                    _, high = await consumer.get_watermark_offsets(tp, cached=True)
+                    _, high = await consumer.get_watermark_offsets(
+                        tp, timeout=self.lag_interval_s, cached=not fresh)
                     parsed = self.settings.topics.parse_outbox(tp.topic)
                     if parsed is not None and high >= 0:
                         lag[FAMILIES[parsed[0]]] += max(0, high - max(tp.offset, 0))
             except (KafkaException, RuntimeError) as exc:  # a rebalance or a restart: measure later
                 log.debug("consumer lag not measured", error=str(exc))
-                self._watch_stall(None)
+                self._watch_stall(None, fresh=fresh)
                 continue
             for family, records in lag.items():
                 self.metrics.lag.labels(family).set(records)
-            self._watch_stall(sum(lag.values()))
+            self._watch_stall(sum(lag.values()), fresh=fresh)
 
-    def _watch_stall(self, waiting: int | None) -> None:
+    def _watch_stall(self, waiting: int | None, *, fresh: bool) -> None:
         """`waiting` records (None: not measurable) and no commit for `stall_restart_s`: ask the loop
-        to start the clients over. What was stuck is unknown, so it is logged as an error."""
+        to start the clients over. What was stuck is unknown, so it is logged as an error. Only a
+        `fresh` measurement (watermarks asked of the leaders) proves the router idle."""
         now = time.monotonic()
         if waiting == 0:
-            self._progress = now
+            if fresh:
+                self._progress = now
         elif now - self._progress > self.settings.stall_restart_s and not self._stalled:
             self._stalled = True
             log.error("routing stalled; restarting the Kafka clients", waiting=waiting,

@@ -62,21 +62,36 @@ async def _settle(stack: LocalStack) -> None:
     await in_sync(stack)
 
 
-async def test_sigkill_of_the_busiest_leader_under_load(cluster: LocalStack) -> None:
+OUTAGE_S = 45.0
+"""Longer than every client timeout of the services: the router's session and transaction (10 s),
+aiokafka's request timeout (40 s) in the registry and the deadlines service."""
+
+
+async def test_sigkill_of_the_busiest_leader_kept_down_longer_than_the_clients_timeouts(
+        cluster: LocalStack) -> None:
+    """20,000 messages from seven agencies; the node leading most of their partitions is killed
+    early and stays down for OUTAGE_S, while the services ride it out, then comes back."""
     codec = await stack_codec(cluster)
     pids = _service_pids(cluster)
-    traffic = Traffic(cluster, codec, rate=RATE, limit=20_000)
+    traffic = Traffic(cluster, codec, rate=RATE / 3, limit=20_000)
     traffic.start()
     try:
-        await traffic.wait_sent(4_000, timeout_s=120)
+        await traffic.wait_sent(2_000, timeout_s=120)
         victim = busiest_node(cluster, traffic_topics(cluster))
         kill(cluster.cluster.node(victim))
+        down_since, sent_before = time.monotonic(), len(traffic.sent)
+        while time.monotonic() - down_since < OUTAGE_S:  # the outage, watched: no service exits
+            assert _service_pids(cluster) == pids, "a service exited while a node was down"
+            await asyncio.sleep(1)
+        assert len(traffic.sent) > sent_before + 1_000  # agencies kept sending all along
+        assert registry_answers(cluster.admin_settings())[0]
+        await _settle(cluster)
         await traffic.finished()
         verdict = Verdict.of(traffic, await read_ledger(cluster, codec, traffic.sent, timeout_s=180))
     finally:
         await traffic.stop()
         await _settle(cluster)
-    record("sigkill_busiest_leader", verdict, node=victim)
+    record("sigkill_busiest_leader_down_45s", verdict, node=victim)
     _assert_exact(verdict, sent=20_000)
     assert _service_pids(cluster) == pids  # the services rode it out, none restarted
 
@@ -84,12 +99,12 @@ async def test_sigkill_of_the_busiest_leader_under_load(cluster: LocalStack) -> 
 async def test_rolling_restart_of_every_node_under_load(cluster: LocalStack) -> None:
     codec = await stack_codec(cluster)
     pids = _service_pids(cluster)
-    traffic = Traffic(cluster, codec, rate=RATE / 2)
+    traffic = Traffic(cluster, codec, rate=RATE / 4)
     traffic.start()
     try:
         await traffic.wait_sent(1_000, timeout_s=120)
         for node in cluster.cluster.brokers:  # as an operator upgrades: one at a time, in sync again first
-            await asyncio.to_thread(node.stop, grace_s=60)
+            await asyncio.to_thread(node.stop, grace_s=30)
             await asyncio.to_thread(node.start, timeout_s=120)
             await in_sync(cluster)
         await traffic.stop()
@@ -106,10 +121,10 @@ async def test_killing_the_active_controller(cluster: LocalStack) -> None:
     codec = await stack_codec(cluster)
     settings = cluster.admin_settings()
     before = await describe_quorum(settings)
-    traffic = Traffic(cluster, codec, rate=RATE, limit=8_000)
+    traffic = Traffic(cluster, codec, rate=RATE, limit=5_000)
     traffic.start()
     try:
-        await traffic.wait_sent(2_000, timeout_s=120)
+        await traffic.wait_sent(1_500, timeout_s=120)
         kill(cluster.cluster.node(before.leader))
         await traffic.finished()
         after = await describe_quorum(settings)
@@ -120,36 +135,4 @@ async def test_killing_the_active_controller(cluster: LocalStack) -> None:
     record("kill_active_controller", verdict, controller=before.leader, new_controller=after.leader)
     assert after.leader != before.leader
     assert after.epoch > before.epoch
-    _assert_exact(verdict, sent=8_000)
-
-
-OUTAGE_S = 45.0
-"""Longer than every client timeout of the services: the router's session and transaction (10 s),
-aiokafka's request timeout (40 s) in the registry and the deadlines service."""
-
-
-async def test_one_node_down_longer_than_the_clients_timeouts(cluster: LocalStack) -> None:
-    codec = await stack_codec(cluster)
-    pids = _service_pids(cluster)
-    victim = busiest_node(cluster, traffic_topics(cluster))
-    traffic = Traffic(cluster, codec, rate=100.0)
-    traffic.start()
-    try:
-        await traffic.wait_sent(200, timeout_s=60)
-        kill(cluster.cluster.node(victim))
-        down_since = time.monotonic()
-        sent_before = len(traffic.sent)
-        while time.monotonic() - down_since < OUTAGE_S:  # the outage, watched: services up, routing on
-            assert _service_pids(cluster) == pids, "a service exited while a node was down"
-            await asyncio.sleep(1)
-        assert len(traffic.sent) > sent_before + 1_000  # agencies kept sending all along
-        assert registry_answers(cluster.admin_settings())[0]
-        await _settle(cluster)
-        await traffic.stop()
-        verdict = Verdict.of(traffic, await read_ledger(cluster, codec, traffic.sent, timeout_s=180))
-    finally:
-        await traffic.stop()
-        await _settle(cluster)
-    record("one_node_down_45s", verdict, node=victim)
-    _assert_exact(verdict)
-    assert _service_pids(cluster) == pids
+    _assert_exact(verdict, sent=5_000)

@@ -23,6 +23,7 @@ from liaison.local.cluster import LocalCluster
 from liaison.provision import DEFAULT_DIRECTORY
 from liaison.security.acls import SERVICES, agency_grants, service_grants, username
 from liaison.security.admin import SecurityAdmin, librdkafka_config
+from liaison.security.credentials import ADMIN
 from liaison.security.tls import DevTls
 from liaison.topics import Topics
 
@@ -50,7 +51,7 @@ def _provision(settings: KafkaSettings, *args: str, prefix: str = "") -> subproc
     env["LIAISON_TOPIC_PREFIX"] = prefix
     env.update({"LIAISON_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                 "LIAISON_SECURITY_PROTOCOL": "SASL_SSL",
-                "LIAISON_SASL_USERNAME": "admin", "LIAISON_SASL_PASSWORD": ADMIN_PASSWORD,
+                "LIAISON_SASL_USERNAME": ADMIN, "LIAISON_SASL_PASSWORD": ADMIN_PASSWORD,
                 "LIAISON_SSL_CAFILE": str(settings.ssl_cafile), "LIAISON_RUN_DIR": "/nonexistent"})
     return subprocess.run([sys.executable, "-m", "liaison.cli.main", "provision", *args], env=env,
                           capture_output=True, text=True, timeout=300, check=False)
