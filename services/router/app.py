@@ -55,6 +55,7 @@ log = structlog.get_logger(__name__)
 LAG_INTERVAL_S = 5.0  # how often the consumer-lag gauge is measured
 ABORT_BACKOFF_S = 0.5  # before reading an aborted batch again
 ABORT_TIMEOUT_S = 30.0  # an abort that takes longer restarts the clients
+CLOSE_TIMEOUT_S = 10.0  # a consumer that does not close by then is left behind (it is being replaced)
 _REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
                           KafkaError.UNKNOWN_MEMBER_ID})
 """Why a transaction's offsets are refused while the group rebalances (its generation moved on)."""
@@ -104,6 +105,7 @@ class Router:
         self.transactional_id = ""  # known once the state folder is claimed (start)
         self._progress = time.monotonic()  # the last commit, or the last time nothing was waiting
         self._stalled = False
+        self._step: asyncio.Task[bool] | None = None
 
     @property
     def owned_partitions(self) -> int:
@@ -171,8 +173,8 @@ class Router:
     async def _stop_clients(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                await consumer.close()  # leaves the group: the partitions move at once
+            with contextlib.suppress(KafkaException, RuntimeError, TimeoutError):
+                await asyncio.wait_for(consumer.close(), CLOSE_TIMEOUT_S)  # leaves the group at once
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(KafkaException):
@@ -256,50 +258,76 @@ class Router:
             self._stalled = True
             log.error("routing stalled; restarting the Kafka clients", waiting=waiting,
                       seconds=round(now - self._progress, 1))
+        elif self._stalled and now - self._progress > 1.5 * self.settings.stall_restart_s:
+            log.error("the routing step did not return; cancelling it",
+                      seconds=round(now - self._progress, 1))
+            if self._step is not None:
+                self._step.cancel()  # stuck in a client call: the clients start over without it
 
     # -- the loop -------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownSignal) -> None:
-        """Route batch after batch until shutdown; a Kafka-level fault restarts the clients."""
+        """Route batch after batch until shutdown; a Kafka-level fault restarts the clients.
+
+        Each step runs as a task of its own, so that the stall watch can cancel a step stuck in a
+        client call that never returns: the clients then start over as after a fatal error.
+        """
         while not shutdown.is_set:
-            consumer = self._consumer
-            assert consumer is not None
-            timeout = self.settings.batch_timeout_ms / 1000
-            if len(self._parking):  # look often for the messages parked records wait for
-                timeout = min(timeout, PARKED_POLL_S)
-            messages = await consumer.consume(num_messages=self.settings.batch_max_records,
-                                              timeout=timeout)
-            if shutdown.is_set and not messages:
-                break
-            records = []
-            for message in messages:
-                error = message.error()
-                if error is None:
-                    records.append(message)
-                elif error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", error=str(error))
+            self._step = asyncio.create_task(self._route_once(shutdown))
             try:
-                if self._stalled:
-                    self._stalled = False
-                    self._progress = time.monotonic()
-                    raise PipelineRestart("stalled")  # noqa: TRY301  # the one path that restarts
-                released = self._parking.ready(self._knows, time.monotonic()) if len(self._parking) else []
-                if records or released:
-                    await self._process(records, released)
-                else:
-                    await self._settle()
-                if time.monotonic() >= self._next_sweep:
-                    await self._sweep()
+                if not await self._step:
+                    break
             except PipelineRestart as exc:
-                log.warning("restarting the Kafka clients", reason=str(exc))
-                self.metrics.restarts.labels("stalled" if str(exc) == "stalled" else "fatal").inc()
-                self._pending = None  # its transaction dies with the producer
-                self._parking.clear()  # read again from the committed offsets
-                self._consumed.clear()
-                await self._stop_clients()
-                await asyncio.sleep(ABORT_BACKOFF_S)
-                await self._start_clients()
+                await self._restart(str(exc))
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():  # run() itself is cancelled
+                    raise
+                await self._restart("stalled")
             self.metrics.parked.set(len(self._parking))
         await self._settle()
+
+    async def _route_once(self, shutdown: ShutdownSignal) -> bool:
+        """Consume one batch and route it; False once shutdown is asked and nothing came."""
+        consumer = self._consumer
+        assert consumer is not None
+        timeout = self.settings.batch_timeout_ms / 1000
+        if len(self._parking):  # look often for the messages parked records wait for
+            timeout = min(timeout, PARKED_POLL_S)
+        messages = await consumer.consume(num_messages=self.settings.batch_max_records, timeout=timeout)
+        if shutdown.is_set and not messages:
+            return False
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", error=str(error))
+        if self._stalled:
+            raise PipelineRestart("stalled")
+        released = self._parking.ready(self._knows, time.monotonic()) if len(self._parking) else []
+        if records or released:
+            await self._process(records, released)
+        else:
+            await self._settle()
+        if time.monotonic() >= self._next_sweep:
+            await self._sweep()
+        return True
+
+    async def _restart(self, reason: str) -> None:
+        """Start the Kafka clients over; what was read and not committed is read again."""
+        log.warning("restarting the Kafka clients", reason=reason)
+        self.metrics.restarts.labels("stalled" if reason == "stalled" else "fatal").inc()
+        self._stalled = False
+        self._progress = time.monotonic()
+        pending, self._pending = self._pending, None  # its transaction dies with the producer
+        if pending is not None and pending.task is not None:
+            pending.task.cancel()
+        self._parking.clear()  # read again from the committed offsets
+        self._consumed.clear()
+        await self._stop_clients()
+        await asyncio.sleep(ABORT_BACKOFF_S)
+        await self._start_clients()
 
     def _knows(self, message_id: str) -> bool:
         pipeline, pending = self._pipeline, self._pending
