@@ -11,10 +11,12 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from liaison.cluster_health import describe_quorum
+from liaison.codec import Codec
 from liaison.local.stack import SERVICES, LocalStack, registry_answers
 from tests.cluster_harness import (
     Traffic,
@@ -52,6 +54,18 @@ def _assert_exact(verdict: Verdict, *, sent: int | None = None) -> None:
     assert (verdict.lost, verdict.duplicated, verdict.unreceipted, verdict.unaudited) == (0, 0, 0, 0), verdict
 
 
+async def _verdict(cluster: LocalStack, codec: Codec, traffic: Traffic) -> Verdict:
+    return Verdict.of(traffic, await read_ledger(cluster, codec, traffic.sent, timeout_s=180))
+
+
+def _judge(cluster: LocalStack, name: str, verdict: Verdict, pids: dict[str, int | None], *,
+           sent: int | None = None, **figures: Any) -> None:
+    """Keep the figures, then: everything exactly once, and no service restarted."""
+    record(name, verdict, **figures)
+    _assert_exact(verdict, sent=sent)
+    assert _service_pids(cluster) == pids
+
+
 def _service_pids(stack: LocalStack) -> dict[str, int | None]:
     return {spec.name: stack.service_pid(spec) for spec in SERVICES}
 
@@ -87,13 +101,11 @@ async def test_sigkill_of_the_busiest_leader_kept_down_longer_than_the_clients_t
         assert registry_answers(cluster.admin_settings())[0]
         await _settle(cluster)
         await traffic.finished()
-        verdict = Verdict.of(traffic, await read_ledger(cluster, codec, traffic.sent, timeout_s=180))
+        verdict = await _verdict(cluster, codec, traffic)
     finally:
         await traffic.stop()
         await _settle(cluster)
-    record("sigkill_busiest_leader_down_45s", verdict, node=victim)
-    _assert_exact(verdict, sent=20_000)
-    assert _service_pids(cluster) == pids  # the services rode it out, none restarted
+    _judge(cluster, "sigkill_busiest_leader_down_45s", verdict, pids, sent=20_000, node=victim)
 
 
 async def test_rolling_restart_of_every_node_under_load(cluster: LocalStack) -> None:
@@ -108,17 +120,16 @@ async def test_rolling_restart_of_every_node_under_load(cluster: LocalStack) -> 
             await asyncio.to_thread(node.start, timeout_s=120)
             await in_sync(cluster)
         await traffic.stop()
-        verdict = Verdict.of(traffic, await read_ledger(cluster, codec, traffic.sent, timeout_s=180))
+        verdict = await _verdict(cluster, codec, traffic)
     finally:
         await traffic.stop()
         await _settle(cluster)
-    record("rolling_restart", verdict)
-    _assert_exact(verdict)
-    assert _service_pids(cluster) == pids
+    _judge(cluster, "rolling_restart", verdict, pids)
 
 
 async def test_killing_the_active_controller(cluster: LocalStack) -> None:
     codec = await stack_codec(cluster)
+    pids = _service_pids(cluster)
     settings = cluster.admin_settings()
     before = await describe_quorum(settings)
     traffic = Traffic(cluster, codec, rate=RATE, limit=5_000)
@@ -128,11 +139,11 @@ async def test_killing_the_active_controller(cluster: LocalStack) -> None:
         kill(cluster.cluster.node(before.leader))
         await traffic.finished()
         after = await describe_quorum(settings)
-        verdict = Verdict.of(traffic, await read_ledger(cluster, codec, traffic.sent, timeout_s=180))
+        verdict = await _verdict(cluster, codec, traffic)
     finally:
         await traffic.stop()
         await _settle(cluster)
-    record("kill_active_controller", verdict, controller=before.leader, new_controller=after.leader)
     assert after.leader != before.leader
     assert after.epoch > before.epoch
-    _assert_exact(verdict, sent=5_000)
+    _judge(cluster, "kill_active_controller", verdict, pids, sent=5_000, controller=before.leader,
+           new_controller=after.leader)
