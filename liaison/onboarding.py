@@ -133,7 +133,7 @@ class KafkaAccessControl:
             return (f"password of {credential.username}: {credential.password.get_secret_value()} "
                     "(shown once: store it now)")
         endpoints = Endpoints(settings.bootstrap_servers, settings.registry_url,
-                              Path(settings.ssl_cafile or ""))
+                              Path(settings.ssl_cafile) if settings.ssl_cafile else None)
         path = self.files.write(credential, endpoints)
         return f"credential of {credential.username} written to {path} (mode 0600)"
 

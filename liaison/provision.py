@@ -61,10 +61,10 @@ async def provision(settings: KafkaSettings, directory_file: Path = DEFAULT_DIRE
         changes = await publish_directory(settings, directory, current=entries)
     secured = None
     if credentials is not None:
-        async with CompactedTable(settings, names.directory) as now:
-            active = sorted(code for code, agency in Directory.from_entries(dict(now.items)).agencies.items()
-                            if agency.active)
+        # what the topic holds now: its entries, the file's written over them (nothing is pruned)
+        published = Directory.from_entries(entries | dict(directory.entries()))
+        active = sorted(code for code, agency in published.agencies.items() if agency.active)
         endpoints = Endpoints(settings.bootstrap_servers, settings.registry_url,
-                              Path(settings.ssl_cafile or ""))
+                              Path(settings.ssl_cafile) if settings.ssl_cafile else None)
         secured = await secure_principals(settings, credentials, endpoints, active)
     return Provisioned(topics.created, changes, topics.changed, secured)

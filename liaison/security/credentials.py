@@ -43,7 +43,7 @@ class Endpoints:
 
     bootstrap_servers: str
     registry_url: str
-    ca_file: Path
+    ca_file: Path | None  # None: the system's trusted CAs (a cluster with a public certificate)
 
 
 class CredentialFiles:
@@ -63,7 +63,7 @@ class CredentialFiles:
             "LIAISON_REGISTRY_URL": endpoints.registry_url,
             "LIAISON_SECURITY_PROTOCOL": "SASL_SSL",
             "LIAISON_SASL_MECHANISM": "SCRAM-SHA-512",
-            "LIAISON_SSL_CAFILE": str(endpoints.ca_file),
+            **({"LIAISON_SSL_CAFILE": str(endpoints.ca_file)} if endpoints.ca_file is not None else {}),
             "LIAISON_SASL_USERNAME": credential.username,
             "LIAISON_SASL_PASSWORD": credential.password.get_secret_value(),
         }
