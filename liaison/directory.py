@@ -88,6 +88,8 @@ class Agency:
     hub: bool = False  # the INTERPOL-style general secretariat: reviews notices, sees flags and hits
     status: AgencyStatus = "ACTIVE"
     clearances: frozenset[str] = frozenset()  # data categories it is cleared to receive
+    spoc: bool = False  # its country's Single Point of Contact (Directive 2023/977 Art. 14)
+    designated: bool = False  # a designated law enforcement authority (Art. 4(1)): copies its SPOC
 
     def __post_init__(self) -> None:
         where = f"agency {self.code}"
@@ -110,7 +112,62 @@ class Agency:
     def to_entry(self) -> dict[str, Any]:
         return {"code": self.code, "name": self.name, "country": self.country,
                 "groups": sorted(self.groups), "hub": self.hub, "status": self.status,
-                "clearances": sorted(self.clearances)}
+                "clearances": sorted(self.clearances)} | ({"spoc": True} if self.spoc else {}) \
+            | ({"designated": True} if self.designated else {})
+
+
+OFFICER_CODE = re.compile(r"^([A-Z]{2,3}-[A-Z0-9]+)-([A-Z0-9]{2,16})$")
+"""A liaison officer's code: its agency's code, then its post (FR-PN-BOGOTA)."""
+
+OfficerStatus = Literal["ACTIVE", "REVOKED"]
+
+
+@dataclass(frozen=True, slots=True)
+class Officer:
+    """A liaison officer posted abroad by an agency (Council Decision 2003/170/JHA): a delegated
+    identity of its own, acting for its agency within cases or partner countries and a period."""
+
+    code: str
+    agency: str
+    post: str = ""  # where the officer serves, in words (e.g. "Bogota, Colombia")
+    cases: frozenset[str] = frozenset()  # case ids delegated
+    countries: frozenset[str] = frozenset()  # partner countries (ISO 3166 alpha-2) delegated
+    starts_at: int = 0
+    ends_at: int = 0
+    status: OfficerStatus = "ACTIVE"
+
+    def __post_init__(self) -> None:
+        where = f"officer {self.code}"
+        match = OFFICER_CODE.match(self.code) if isinstance(self.code, str) else None
+        if match is None or match.group(1) != self.agency:
+            raise ConfigError(f"{where}: an officer's code is its agency's code then its post, upper case "
+                              f"(e.g. FR-PN-BOGOTA for FR-PN), not {self.code!r} for {self.agency!r}")
+        check_agency_code(self.agency, where)
+        if not self.cases and not self.countries:
+            raise ConfigError(f"{where}: a delegation names its cases or its partner countries")
+        for country in self.countries:
+            if country not in ISO_COUNTRIES:
+                raise ConfigError(f"{where}: {country!r} is not an ISO 3166 alpha-2 country")
+        if self.ends_at <= self.starts_at:
+            raise ConfigError(f"{where}: the delegation must end after it starts")
+        if self.status not in ("ACTIVE", "REVOKED"):
+            raise ConfigError(f"{where}: status must be ACTIVE or REVOKED, not {self.status!r}")
+
+    def in_force(self, now_ms: int) -> bool:
+        return self.status == "ACTIVE" and self.starts_at <= now_ms < self.ends_at
+
+    def covers(self, case_id: str | None, countries: Iterable[str]) -> bool:
+        """Whether a message of `case_id` exchanged with agencies of `countries` is delegated: its
+        case is, or every one of those countries is a partner country (and there is one)."""
+        if case_id is not None and case_id in self.cases:
+            return True
+        wanted = set(countries)
+        return bool(wanted) and wanted <= self.countries
+
+    def to_entry(self) -> dict[str, Any]:
+        return {"code": self.code, "agency": self.agency, "post": self.post, "cases": sorted(self.cases),
+                "countries": sorted(self.countries), "starts_at": self.starts_at, "ends_at": self.ends_at,
+                "status": self.status}
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +244,29 @@ class Agreement:
 class Directory:
     """An immutable snapshot of the directory with the lookups routing needs."""
 
-    __slots__ = ("_by_party", "_standing", "agencies", "agreements", "groups")
+    __slots__ = ("_by_party", "_officers_of", "_spocs", "_standing", "agencies", "agreements", "groups",
+                 "officers")
 
     def __init__(self, agencies: Iterable[Agency] = (), groups: Iterable[Group] = (),
-                 agreements: Iterable[Agreement] = (), *, strict: bool = True) -> None:
+                 agreements: Iterable[Agreement] = (), officers: Iterable[Officer] = (), *,
+                 strict: bool = True) -> None:
         """Check and index the entries; `strict` refuses dangling references instead of ignoring them."""
         by_code: dict[str, Agency] = _unique(agencies, lambda a: a.code, "agency")
         by_group: dict[str, Group] = _unique(groups, lambda g: g.name, "group")
         by_name: dict[str, Agreement] = _unique(agreements, lambda a: a.name, "agreement")
+        by_officer: dict[str, Officer] = _unique(officers, lambda o: o.code, "officer")
+        officers_of: dict[str, list[Officer]] = {}
+        for officer in by_officer.values():
+            if strict and officer.agency not in by_code:
+                raise ConfigError(f"officer {officer.code}: its agency {officer.agency} is not in the directory")
+            officers_of.setdefault(officer.agency, []).append(officer)
+        spocs: dict[str, str] = {}
+        for agency in sorted(by_code.values(), key=lambda a: a.code):
+            if agency.spoc:
+                if strict and agency.country in spocs:
+                    raise ConfigError(f"agency {agency.code}: {agency.country} already has a Single Point of "
+                                      f"Contact, {spocs[agency.country]}")
+                spocs.setdefault(agency.country, agency.code)
         standing: dict[str, set[str]] = {}
         for agency in by_code.values():
             for name in agency.groups:
@@ -217,6 +289,9 @@ class Directory:
         self.agreements: Mapping[str, Agreement] = MappingProxyType(by_name)
         self._standing = {k: frozenset(v) for k, v in standing.items()}
         self._by_party = {k: frozenset(v) for k, v in by_party.items()}
+        self.officers: Mapping[str, Officer] = MappingProxyType(by_officer)
+        self._officers_of = {k: tuple(sorted(v, key=lambda o: o.code)) for k, v in officers_of.items()}
+        self._spocs = spocs
 
     def __repr__(self) -> str:
         n = len(self.agencies), len(self.groups), len(self.agreements)
@@ -224,6 +299,14 @@ class Directory:
 
     def agency(self, code: str) -> Agency | None:
         return self.agencies.get(code)
+
+    def spoc_of(self, country: str) -> str | None:
+        """The code of a country's Single Point of Contact, if the directory marks one."""
+        return self._spocs.get(country)
+
+    def officers_of(self, agency: str) -> tuple[Officer, ...]:
+        """The liaison officers an agency has posted (in force or not), by code."""
+        return self._officers_of.get(agency, ())
 
     def group(self, name: str) -> Group | None:
         return self.groups.get(name)
@@ -264,6 +347,7 @@ class Directory:
         out = [(f"agency/{k}", v.to_entry()) for k, v in self.agencies.items()]
         out += [(f"group/{k}", v.to_entry()) for k, v in self.groups.items()]
         out += [(f"agreement/{k}", v.to_entry()) for k, v in self.agreements.items()]
+        out += [(f"officer/{k}", v.to_entry()) for k, v in self.officers.items()]
         return sorted(out, key=lambda kv: kv[0])
 
     @classmethod
@@ -276,13 +360,14 @@ class Directory:
             if value is None:
                 continue
             if kind not in _SECTIONS:
-                raise ConfigError(f"entry {key}: unknown kind {kind!r} (agency/, group/ or agreement/)")
+                raise ConfigError(f"entry {key}: unknown kind {kind!r} (agency/, group/, agreement/ or "
+                                  "officer/)")
             _, id_key, parse = _SECTIONS[kind]
             item = parse(value, f"entry {key}")
             if getattr(item, id_key) != name:
                 raise ConfigError(f"entry {key}: its value names {getattr(item, id_key)!r}, not {name!r}")
             parsed[kind].append(item)
-        return cls(parsed["agency"], parsed["group"], parsed["agreement"], strict=False)
+        return cls(parsed["agency"], parsed["group"], parsed["agreement"], parsed["officer"], strict=False)
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "directory") -> Directory:
@@ -363,14 +448,16 @@ def to_ms(value: object, where: str) -> int | None:
 
 
 def _agency(raw: object, where: str) -> Agency:
-    e = _entry(raw, where, {"code", "name"}, {"country", "groups", "hub", "status", "clearances"})
-    hub = e.get("hub", False)
-    if not isinstance(hub, bool):
-        raise ConfigError(f"{where}: hub must be true or false")
+    e = _entry(raw, where, {"code", "name"}, {"country", "groups", "hub", "status", "clearances", "spoc",
+                                              "designated"})
+    for flag in ("hub", "spoc", "designated"):
+        if not isinstance(e.get(flag, False), bool):
+            raise ConfigError(f"{where}: {flag} must be true or false")
     return Agency(code=check_agency_code(e["code"], where), name=_str(e, "name", where),
-                  country=_str(e, "country", where), groups=_strs(e, "groups", where), hub=hub,
+                  country=_str(e, "country", where), groups=_strs(e, "groups", where), hub=e.get("hub", False),
                   status=cast(AgencyStatus, _str(e, "status", where, "ACTIVE")),
-                  clearances=_strs(e, "clearances", where))
+                  clearances=_strs(e, "clearances", where), spoc=e.get("spoc", False),
+                  designated=e.get("designated", False))
 
 
 def _group(raw: object, where: str) -> Group:
@@ -387,9 +474,18 @@ def _agreement(raw: object, where: str) -> Agreement:
                      description=_str(e, "description", where), centre=_str(e, "centre", where) or None)
 
 
+def _officer(raw: object, where: str) -> Officer:
+    e = _entry(raw, where, {"code", "agency", "ends_at"}, {"post", "cases", "countries", "starts_at", "status"})
+    return Officer(code=_str(e, "code", where), agency=_str(e, "agency", where), post=_str(e, "post", where),
+                   cases=_strs(e, "cases", where), countries=_strs(e, "countries", where),
+                   starts_at=to_ms(e.get("starts_at"), where) or 0, ends_at=to_ms(e["ends_at"], where) or 0,
+                   status=cast(OfficerStatus, _str(e, "status", where, "ACTIVE")))
+
+
 _SECTIONS: dict[str, tuple[str, str, Callable[[object, str], Any]]] = {
     "agency": ("agencies", "code", _agency),
     "group": ("groups", "name", _group),
     "agreement": ("agreements", "name", _agreement),
+    "officer": ("officers", "code", _officer),
 }
 """Entry kind -> (YAML section, identifying field, parser)."""

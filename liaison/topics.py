@@ -60,6 +60,11 @@ class Topics:
         """Compacted: per routed message, who sent it, its handling terms and who received it."""
         return f"{self.prefix}bus.routed"
 
+    @property
+    def casegroups(self) -> str:
+        """Compacted: per case group formed on the bus, its members, invitations and history."""
+        return f"{self.prefix}bus.casegroups"
+
     def outbox(self, message_type: str, agency: str) -> str:
         return f"{self.prefix}{FAMILIES[message_type]}.out.{agency}"
 
@@ -108,6 +113,7 @@ class Topics:
             TopicSpec(self.queries, partitions, COMPACTED),
             TopicSpec(self.consents, 1, COMPACTED),
             TopicSpec(self.routed, partitions, COMPACTED),
+            TopicSpec(self.casegroups, 1, COMPACTED),
         ]
 
     def agency_topic_specs(self, agency: str, *, partitions: int = 1) -> list[TopicSpec]:

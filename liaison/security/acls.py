@@ -100,7 +100,8 @@ def router_grants(topics: Topics, *, group: str | None = None,
     grants += [g for f in [*FAMILIES.values(), "receipts"]
                for g in _topic(f"{p}{f}.in.", "WRITE", "DESCRIBE", pattern="PREFIXED")]
     grants += [g for t in (topics.audit, topics.deadletter) for g in _topic(t, "WRITE", "DESCRIBE")]
-    grants += [g for t in (topics.routed, topics.consents) for g in _topic(t, "READ", "WRITE", "DESCRIBE")]
+    grants += [g for t in (topics.routed, topics.consents, topics.casegroups)
+               for g in _topic(t, "READ", "WRITE", "DESCRIBE")]
     grants += _topic(topics.queries, "WRITE", "DESCRIBE")  # a query's base and answers; it never reads them
     grants += _topic(topics.directory, "READ", "DESCRIBE")
     grants.append(Grant("GROUP", group, "LITERAL", "READ"))
