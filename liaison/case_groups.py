@@ -74,8 +74,8 @@ class CaseGroup:
                    history=tuple(value.get("history") or ()))
 
 
-def check_change(group: CaseGroup | None, change: Mapping[str, Any], *, sender: str, invited: Iterable[str],
-                 now_ms: int, name_taken: bool) -> str | None:
+def check_change(group: CaseGroup | None, change: Mapping[str, Any], *, sender: str,  # noqa: PLR0911
+                 invited: Iterable[str], now_ms: int, name_taken: bool) -> str | None:  # one answer per check
     """Why `sender` may not make `change` (one sentence), or None. `invited` are the agencies the
     query addresses; `name_taken` is True when the directory already has a group of that name."""
     name, action = change.get("group"), change.get("action")
@@ -83,26 +83,37 @@ def check_change(group: CaseGroup | None, change: Mapping[str, Any], *, sender: 
         return f"{name!r} is not a group name (upper case, e.g. JIT-ORION)."
     if action not in ACTIONS:
         return f"{action!r} is not a case-group action ({', '.join(ACTIONS)})."
-    invited = [code for code in invited if code != sender]
-    ends_at = change.get("ends_at")
+    others = [code for code in invited if code != sender]
     if action == "PROPOSE":
-        if group is not None or name_taken:
-            return f"A group named {name} already exists on the bus; choose another name."
-        if not invited:
-            return "A proposal invites at least one other agency (envelope.addressing.agencies)."
-        if len(invited) + 1 > MAX_MEMBERS:
-            return f"A case group has at most {MAX_MEMBERS} members."
-        if not isinstance(ends_at, int) or ends_at <= now_ms:
-            return "A proposal names its end date (case_group.ends_at), in the future."
-        return None
+        return _proposal_problem(group, change, others, now_ms=now_ms, name_taken=name_taken)
     if group is None:
         return f"There is no case group {name} formed on the bus."  # the same words for everyone
     if sender != group.initiator:
         if sender not in group.members:
             return f"There is no case group {name} formed on the bus."
-        return f"Only {group.initiator}, who formed {name}, may {action.lower()} it."
+        return f"Only {group.initiator}, who formed {name}, may {str(action).lower()} it."
     if not group.in_force(now_ms):
         return group.ended_why(now_ms)
+    return _amendment_problem(group, change, others, now_ms=now_ms)
+
+
+def _proposal_problem(group: CaseGroup | None, change: Mapping[str, Any], invited: list[str], *,
+                      now_ms: int, name_taken: bool) -> str | None:
+    ends_at = change.get("ends_at")
+    if group is not None or name_taken:
+        return f"A group named {change.get('group')} already exists on the bus; choose another name."
+    if not invited:
+        return "A proposal invites at least one other agency (envelope.addressing.agencies)."
+    if len(invited) + 1 > MAX_MEMBERS:
+        return f"A case group has at most {MAX_MEMBERS} members."
+    if not isinstance(ends_at, int) or ends_at <= now_ms:
+        return "A proposal names its end date (case_group.ends_at), in the future."
+    return None
+
+
+def _amendment_problem(group: CaseGroup, change: Mapping[str, Any], invited: list[str], *,
+                       now_ms: int) -> str | None:
+    action, ends_at = change.get("action"), change.get("ends_at")
     if action == "ADD":
         fresh = [code for code in invited if code not in group.members]
         if not fresh:
@@ -120,7 +131,7 @@ def check_change(group: CaseGroup | None, change: Mapping[str, Any], *, sender: 
     return None
 
 
-def _logged(group: CaseGroup, at: int, action: str, by: str, agencies: Iterable[str] = (),
+def _logged(group: CaseGroup, at: int, action: str, by: str, agencies: Iterable[str] = (), *,
             message_id: str | None = None, **extra: Any) -> tuple[Mapping[str, Any], ...]:
     entry = {"at": at, "action": action, "by": by, "agencies": sorted(agencies), "message_id": message_id,
              **extra}
@@ -135,7 +146,7 @@ def proposed(change: Mapping[str, Any], env: Mapping[str, Any], invited: Iterabl
                       created_at=at, purpose=env.get("purpose"), legal_basis=env.get("legal_basis"),
                       case_id=env.get("case_id"), members={sender: at},
                       invited=dict.fromkeys(invited, query_id))
-    return replace(group, history=_logged(group, at, "PROPOSED", sender, invited, query_id,
+    return replace(group, history=_logged(group, at, "PROPOSED", sender, invited, message_id=query_id,
                                           ends_at=group.ends_at))
 
 
@@ -148,19 +159,20 @@ def changed(group: CaseGroup, change: Mapping[str, Any], env: Mapping[str, Any],
         fresh = sorted(set(invited) - set(group.members) - {by})
         return replace(group, invited={**group.invited, **dict.fromkeys(fresh, query_id)},
                        left={k: v for k, v in group.left.items() if k not in fresh},
-                       history=_logged(group, at, "INVITED", by, fresh, query_id)), frozenset()
+                       history=_logged(group, at, "INVITED", by, fresh, message_id=query_id)), frozenset()
     if action == "REMOVE":
         out = set(change.get("members") or ())
         return replace(group, members={k: v for k, v in group.members.items() if k not in out},
                        invited={k: v for k, v in group.invited.items() if k not in out},
                        left={**group.left, **dict.fromkeys(sorted(out), at)},
-                       history=_logged(group, at, "REMOVED", by, out, query_id)), tell | out
+                       history=_logged(group, at, "REMOVED", by, out, message_id=query_id)), tell | out
     if action == "EXTEND":
         ends = int(change["ends_at"])
-        return replace(group, ends_at=ends, history=_logged(group, at, "EXTENDED", by, (), query_id,
+        return replace(group, ends_at=ends, history=_logged(group, at, "EXTENDED", by, (),
+                                                            message_id=query_id,
                                                             ends_at=ends)), tell
     return replace(group, status="CLOSED", invited={},
-                   history=_logged(group, at, "CLOSED", by, (), query_id)), tell
+                   history=_logged(group, at, "CLOSED", by, (), message_id=query_id)), tell
 
 
 def answered(group: CaseGroup, agency: str, query_id: str, *, accepted: bool, at: int,
@@ -172,9 +184,9 @@ def answered(group: CaseGroup, agency: str, query_id: str, *, accepted: bool, at
     invited = {k: v for k, v in group.invited.items() if k != agency}
     if accepted:
         return replace(group, members={**group.members, agency: at}, invited=invited,
-                       history=_logged(group, at, "JOINED", agency, (agency,), reply_id))
+                       history=_logged(group, at, "JOINED", agency, (agency,), message_id=reply_id))
     return replace(group, invited=invited, left={**group.left, agency: at},
-                   history=_logged(group, at, "DECLINED", agency, (agency,), reply_id))
+                   history=_logged(group, at, "DECLINED", agency, (agency,), message_id=reply_id))
 
 
 def ended(group: CaseGroup, at: int) -> CaseGroup:

@@ -241,6 +241,28 @@ class Agreement:
                 "expires_at": self.expires_at, "description": self.description, "centre": self.centre}
 
 
+def _officers_by_agency(officers: Iterable[Officer], agencies: Mapping[str, Agency], *,
+                        strict: bool) -> dict[str, tuple[Officer, ...]]:
+    by_agency: dict[str, list[Officer]] = {}
+    for officer in officers:
+        if strict and officer.agency not in agencies:
+            raise ConfigError(f"officer {officer.code}: its agency {officer.agency} is not in the directory")
+        by_agency.setdefault(officer.agency, []).append(officer)
+    return {k: tuple(sorted(v, key=lambda o: o.code)) for k, v in by_agency.items()}
+
+
+def _spocs_by_country(agencies: Iterable[Agency], *, strict: bool) -> dict[str, str]:
+    """One Single Point of Contact per country (Directive 2023/977, Art. 14)."""
+    spocs: dict[str, str] = {}
+    for agency in sorted(agencies, key=lambda a: a.code):
+        if agency.spoc:
+            if strict and agency.country in spocs:
+                raise ConfigError(f"agency {agency.code}: {agency.country} already has a Single Point of "
+                                  f"Contact, {spocs[agency.country]}")
+            spocs.setdefault(agency.country, agency.code)
+    return spocs
+
+
 class Directory:
     """An immutable snapshot of the directory with the lookups routing needs."""
 
@@ -255,18 +277,8 @@ class Directory:
         by_group: dict[str, Group] = _unique(groups, lambda g: g.name, "group")
         by_name: dict[str, Agreement] = _unique(agreements, lambda a: a.name, "agreement")
         by_officer: dict[str, Officer] = _unique(officers, lambda o: o.code, "officer")
-        officers_of: dict[str, list[Officer]] = {}
-        for officer in by_officer.values():
-            if strict and officer.agency not in by_code:
-                raise ConfigError(f"officer {officer.code}: its agency {officer.agency} is not in the directory")
-            officers_of.setdefault(officer.agency, []).append(officer)
-        spocs: dict[str, str] = {}
-        for agency in sorted(by_code.values(), key=lambda a: a.code):
-            if agency.spoc:
-                if strict and agency.country in spocs:
-                    raise ConfigError(f"agency {agency.code}: {agency.country} already has a Single Point of "
-                                      f"Contact, {spocs[agency.country]}")
-                spocs.setdefault(agency.country, agency.code)
+        officers_of = _officers_by_agency(by_officer.values(), by_code, strict=strict)
+        spocs = _spocs_by_country(by_code.values(), strict=strict)
         standing: dict[str, set[str]] = {}
         for agency in by_code.values():
             for name in agency.groups:
@@ -290,7 +302,7 @@ class Directory:
         self._standing = {k: frozenset(v) for k, v in standing.items()}
         self._by_party = {k: frozenset(v) for k, v in by_party.items()}
         self.officers: Mapping[str, Officer] = MappingProxyType(by_officer)
-        self._officers_of = {k: tuple(sorted(v, key=lambda o: o.code)) for k, v in officers_of.items()}
+        self._officers_of = officers_of
         self._spocs = spocs
 
     def __repr__(self) -> str:
@@ -454,7 +466,8 @@ def _agency(raw: object, where: str) -> Agency:
         if not isinstance(e.get(flag, False), bool):
             raise ConfigError(f"{where}: {flag} must be true or false")
     return Agency(code=check_agency_code(e["code"], where), name=_str(e, "name", where),
-                  country=_str(e, "country", where), groups=_strs(e, "groups", where), hub=e.get("hub", False),
+                  country=_str(e, "country", where), groups=_strs(e, "groups", where), hub=e.get("hub",
+                                                                                                 False),
                   status=cast(AgencyStatus, _str(e, "status", where, "ACTIVE")),
                   clearances=_strs(e, "clearances", where), spoc=e.get("spoc", False),
                   designated=e.get("designated", False))
@@ -475,7 +488,8 @@ def _agreement(raw: object, where: str) -> Agreement:
 
 
 def _officer(raw: object, where: str) -> Officer:
-    e = _entry(raw, where, {"code", "agency", "ends_at"}, {"post", "cases", "countries", "starts_at", "status"})
+    e = _entry(raw, where, {"code", "agency", "ends_at"}, {"post", "cases", "countries", "starts_at",
+                                                           "status"})
     return Officer(code=_str(e, "code", where), agency=_str(e, "agency", where), post=_str(e, "post", where),
                    cases=_strs(e, "cases", where), countries=_strs(e, "countries", where),
                    starts_at=to_ms(e.get("starts_at"), where) or 0, ends_at=to_ms(e["ends_at"], where) or 0,

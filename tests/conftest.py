@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from liaison.errors import LocalBrokerError
 from liaison.local.broker import BrokerConfig, LocalBroker, free_port
@@ -22,6 +23,14 @@ def no_process_left_behind() -> Iterator[None]:
     for pid, _ in leftovers:
         stop_pid(pid, grace_s=10)
     assert leftovers == [], f"tests left processes running: {leftovers}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """A test that configures structlog (a CLI call does) binds it to the stream pytest captured
+    for that test; the next test starts from the defaults instead of writing to a closed file."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from liaison.errors import ConfigError
 from liaison.policy.reasons import FIELDS_REMOVED, PUBLIC, REASONS
 
 if TYPE_CHECKING:
+    from liaison.case_groups import CaseGroup
     from liaison.directory import Directory
     from liaison.policy.engine import PolicyEngine
 
@@ -42,6 +43,9 @@ class Decision:
     """The group through which alone this recipient was reached, when the sender is neither a member
     of it nor a hub: the sender gets no receipt naming this recipient, only the group's one receipt
     (RoutingResult.concealed)."""
+    copy: tuple[str, str] | None = None
+    """(CopyKind, addressee) when the delivery is a copy the law requires (a SPOC's), not the
+    message as addressed: the router marks envelope.copy with it."""
 
     @property
     def public_code(self) -> str | None:
@@ -89,6 +93,8 @@ class RoutingResult:
     """One decision per addressed group whose members the sender may not learn (recipient
     `group:<NAME>`, sorted): the sender's receipt in place of those of the decisions with that
     `concealed_via`. It depends on the message alone, never on who is in the group."""
+    waived: tuple[Decision, ...] = ()
+    """Copies the law requires that the sender waived on a stated ground (audit only)."""
 
     @property
     def delivered(self) -> tuple[str, ...]:
@@ -149,6 +155,8 @@ class Explanation:
             "concealed": [{"recipient": d.recipient, "outcome": d.outcome, "reason_code": d.reason_code,
                            "reason": d.reason} for d in self.result.concealed],
             "notify_hub": list(self.result.notify_hub),
+            "waived": [{"recipient": d.recipient, "reason_code": d.reason_code, "reason": d.reason}
+                       for d in self.result.waived],
         }
 
 
@@ -161,6 +169,10 @@ class RoutingState(Protocol):
     def handling_of(self, message_id: str) -> tuple[str, frozenset[str]] | None: ...
     def has_consent(self, message_id: str, requester: str) -> bool: ...
     def query_kind_of(self, message_id: str) -> str | None: ...
+    def routed_at(self, message_id: str) -> int | None: ...
+    def invitation_of(self, message_id: str) -> str | None: ...
+    def case_group(self, name: str) -> CaseGroup | None: ...
+    def match(self, replier: str, reference: str) -> Mapping[str, Any] | None: ...
 
 
 @dataclass
@@ -173,11 +185,17 @@ class MemoryState:
     query_kinds: dict[str, str] = field(default_factory=dict)
     derived: dict[str, str] = field(default_factory=dict)
     consents: set[tuple[str, str]] = field(default_factory=set)
+    routed_times: dict[str, int] = field(default_factory=dict)
+    invitations: dict[str, str] = field(default_factory=dict)  # query id -> case group it invites to
+    case_groups: dict[str, CaseGroup] = field(default_factory=dict)
+    matches: dict[str, dict[str, Any]] = field(default_factory=dict)  # match_key -> state
 
     def add_message(self, message_id: str, originator: str, *, handling: Iterable[str] = (),
                     delivered_to: Iterable[str] = (), query_kind: str | None = None,
-                    derived_from: str | None = None) -> None:
+                    derived_from: str | None = None, routed_at: int | None = None) -> None:
         """Remember a routed message."""
+        if routed_at is not None:
+            self.routed_times[message_id] = routed_at
         self.originators[message_id] = originator
         self.handling[message_id] = frozenset(handling)
         self.delivered[message_id] = frozenset(delivered_to)
@@ -221,6 +239,24 @@ class MemoryState:
 
     def query_kind_of(self, message_id: str) -> str | None:
         return self.query_kinds.get(message_id)
+
+    def routed_at(self, message_id: str) -> int | None:
+        return self.routed_times.get(message_id)
+
+    def invitation_of(self, message_id: str) -> str | None:
+        return self.invitations.get(message_id)
+
+    def case_group(self, name: str) -> CaseGroup | None:
+        return self.case_groups.get(name)
+
+    def match(self, replier: str, reference: str) -> Mapping[str, Any] | None:
+        return self.matches.get(match_key(replier, reference))
+
+
+def match_key(replier: str, reference: str) -> str:
+    """Where a biometric HIT's confirmation state is kept (in `bus.consents`): the replier's own
+    reference, so that no other agency's HIT can stand in for it."""
+    return f"match/{replier}/{reference}"
 
 
 # -- settings -------------------------------------------------------------------------------------

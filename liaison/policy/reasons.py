@@ -21,6 +21,11 @@ OUTCOME_NOT_ALLOWED = "OUTCOME_NOT_ALLOWED"
 URGENT_WITHOUT_GROUND = "URGENT_WITHOUT_GROUND"
 CONSENT_WITHOUT_SOURCE = "CONSENT_WITHOUT_SOURCE"
 NOT_A_RECIPIENT = "NOT_A_RECIPIENT"
+OFFICER_NOT_IN_FORCE = "OFFICER_NOT_IN_FORCE"
+OUTSIDE_DELEGATION = "OUTSIDE_DELEGATION"
+COPY_MARK_BY_SENDER = "COPY_MARK_BY_SENDER"
+CASE_GROUP_REFUSED = "CASE_GROUP_REFUSED"
+MATCH_CONFIRMATION_INVALID = "MATCH_CONFIRMATION_INVALID"
 
 # -- per-recipient denials -------------------------------------------------------------------------
 UNKNOWN_RECIPIENT = "UNKNOWN_RECIPIENT"
@@ -40,15 +45,34 @@ UNKNOWN_SOURCE = "UNKNOWN_SOURCE"
 BIOMETRIC_NOT_CLEARED = "BIOMETRIC_NOT_CLEARED"
 NO_AGREEMENT = "NO_AGREEMENT"
 NOT_DELIVERABLE = "NOT_DELIVERABLE"
+LATE_MEMBER_NO_CONSENT = "LATE_MEMBER_NO_CONSENT"
+MATCH_REJECTED = "MATCH_REJECTED"
 
 # -- holds: waiting for the hub's review ------------------------------------------------------------
 NOTICE_REVIEW = "NOTICE_REVIEW"
 NEUTRALITY_REVIEW = "NEUTRALITY_REVIEW"
+MATCH_NOT_CONFIRMED = "MATCH_NOT_CONFIRMED"
 
 # -- deliveries with a note ------------------------------------------------------------------------
 FOR_REVIEW = "FOR_REVIEW"
 FIELDS_REMOVED = "FIELDS_REMOVED"
 GROUP_ROUTED = "GROUP_ROUTED"
+SPOC_COPY_ART_4_1 = "SPOC_COPY_ART_4_1"
+SPOC_COPY_ART_8 = "SPOC_COPY_ART_8"
+OFFICER_COPY = "OFFICER_COPY"
+
+# -- state put on record, and copies waived: audit only --------------------------------------------
+CASE_GROUP_PROPOSED = "CASE_GROUP_PROPOSED"
+CASE_GROUP_INVITED = "CASE_GROUP_INVITED"
+CASE_GROUP_JOINED = "CASE_GROUP_JOINED"
+CASE_GROUP_DECLINED = "CASE_GROUP_DECLINED"
+CASE_GROUP_REMOVED = "CASE_GROUP_REMOVED"
+CASE_GROUP_EXTENDED = "CASE_GROUP_EXTENDED"
+CASE_GROUP_CLOSED = "CASE_GROUP_CLOSED"
+CASE_GROUP_ENDED = "CASE_GROUP_ENDED"
+MATCH_PENDING = "MATCH_PENDING"
+MATCH_CONFIRMED = "MATCH_CONFIRMED"
+SPOC_COPY_WAIVED = "SPOC_COPY_WAIVED"
 
 # -- notices (hit notifications, hub notices) refused: audit only ----------------------------------
 NOTICE_BEYOND_TLP = "NOTICE_BEYOND_TLP"
@@ -102,6 +126,38 @@ REASONS: dict[str, str] = {
                     "receive under the bus's rules.",
     GROUP_ROUTED: "Sent to the members of a group the sender does not belong to, each as the bus's "
                   "rules allow; what each member got is not shown.",
+    OFFICER_NOT_IN_FORCE: "The liaison officer's delegation is revoked, has ended or has not begun.",
+    OUTSIDE_DELEGATION: "A liaison officer sends for its agency only within its delegation: a delegated "
+                        "case, or agencies named directly in its partner countries.",
+    COPY_MARK_BY_SENDER: "envelope.copy is set by the bus when it delivers a copy, never by a sender.",
+    CASE_GROUP_REFUSED: "The case-group change is not possible (name taken, not the initiator, group "
+                        "ended, or an end date missing); the reason says which.",
+    MATCH_CONFIRMATION_INVALID: "A match confirmation answers the replier's own pending biometric HIT to "
+                                "that HIT_CHECK (same reference) once: HIT to confirm, NO_HIT to reject, "
+                                "naming the officer who verified it.",
+    LATE_MEMBER_NO_CONSENT: "The message passes on one sent to the case group before this member "
+                            "joined; the provider of that message has not consented.",
+    MATCH_REJECTED: "The data owner rejected the biometric match this request cites; no data follows "
+                    "(Prum II).",
+    MATCH_NOT_CONFIRMED: "Held: the biometric match this request cites is not yet confirmed by a person "
+                         "at the data owner (Prum II); it is delivered once they confirm it.",
+    SPOC_COPY_ART_4_1: "A copy of a designated authority's request to another state's SPOC, for its own "
+                       "SPOC (Directive 2023/977 Art. 4(1)).",
+    SPOC_COPY_ART_8: "A copy of an exchange made directly between competent authorities of two states, "
+                     "for a Single Point of Contact (Directive 2023/977 Art. 8).",
+    OFFICER_COPY: "A copy for the agency's liaison officer, whose delegation covers the message.",
+    CASE_GROUP_PROPOSED: "A case group was proposed and its invitations sent.",
+    CASE_GROUP_INVITED: "More agencies were invited to a case group.",
+    CASE_GROUP_JOINED: "An invited agency accepted and joined the case group.",
+    CASE_GROUP_DECLINED: "An invited agency declined to join the case group.",
+    CASE_GROUP_REMOVED: "Members were removed from the case group.",
+    CASE_GROUP_EXTENDED: "The case group's end date was moved.",
+    CASE_GROUP_CLOSED: "The initiator closed the case group; it reaches nobody now.",
+    CASE_GROUP_ENDED: "The case group's end date passed; it reaches nobody now.",
+    MATCH_PENDING: "A biometric HIT awaits the data owner's human confirmation (Prum II).",
+    MATCH_CONFIRMED: "The data owner confirmed the biometric match; requests citing it may be delivered.",
+    SPOC_COPY_WAIVED: "The sender stated a ground for not copying a SPOC (Directive 2023/977 Art. 4(2) "
+                      "or 8(3)): no copy was sent.",
     NOTICE_BEYOND_TLP: "A notice about a message (hit notification, hub notice) reaches an agency "
                        "that did not receive the message only under TLP:CLEAR, GREEN or AMBER (unless "
                        "the policy keeps AMBER to named agencies), never under RED or AMBER+STRICT.",
@@ -111,10 +167,11 @@ REASONS: dict[str, str] = {
 REJECTIONS = frozenset({UNKNOWN_TYPE, INVALID, SPOOFED_ORIGINATOR, UNKNOWN_ORIGINATOR, ORIGINATOR_SUSPENDED,
                         REPLY_WITHOUT_CORRELATION, UNKNOWN_CORRELATION, REFUSAL_WITHOUT_GROUND,
                         OUTCOME_NOT_ALLOWED, URGENT_WITHOUT_GROUND, CONSENT_WITHOUT_SOURCE,
-                        NOT_A_RECIPIENT})
+                        NOT_A_RECIPIENT, OFFICER_NOT_IN_FORCE, OUTSIDE_DELEGATION, COPY_MARK_BY_SENDER,
+                        CASE_GROUP_REFUSED, MATCH_CONFIRMATION_INVALID})
 """Codes that reject the whole message (dead letter) rather than one recipient."""
 
-HOLDS = frozenset({NOTICE_REVIEW, NEUTRALITY_REVIEW})
+HOLDS = frozenset({NOTICE_REVIEW, NEUTRALITY_REVIEW, MATCH_NOT_CONFIRMED})
 """Codes of HOLD decisions."""
 
 REDACTIONS = frozenset({BIOMETRIC_NOT_CLEARED, NO_AGREEMENT})

@@ -32,24 +32,29 @@ class Verdict(NamedTuple):
 class Target:
     """One expanded recipient of one message."""
 
-    __slots__ = ("agency", "channel", "code", "concealed", "review", "via")
+    __slots__ = ("agency", "channel", "code", "concealed", "copy", "copy_code", "review", "via")
 
     def __init__(self, code: str, agency: Agency | None, channel: int, via: str, *,
-                 review: bool = False, concealed: str | None = None) -> None:
+                 review: bool = False, concealed: str | None = None, copy: tuple[str, str] | None = None,
+                 copy_code: str | None = None) -> None:
         self.code = code
         self.agency = agency
         self.channel = channel
         self.via = via
         self.review = review  # a hub's copy of a held alert, for review
         self.concealed = concealed  # reached only through this group, which the sender is not in
+        self.copy = copy  # (CopyKind, addressee): a copy the law requires, e.g. for a SPOC
+        self.copy_code = copy_code  # the reason code naming that law
 
 
 class Message:
     """What the rules need to know about one message, computed once before the recipients."""
 
-    __slots__ = ("asker", "derived_unknown", "expired", "found", "h2_provider", "hit_check_content", "hold",
-                 "notify_on_delivery", "now", "originator", "protected", "record", "restricted", "tlp",
-                 "type")
+    __slots__ = ("answered_kind", "asker", "case_action", "copies", "derived_unknown", "expired", "found",
+                 "h2_provider",
+                 "hit_check_content", "hold", "invitation", "late", "matches", "notify_on_delivery", "now",
+                 "officer", "originator", "protected", "record", "restricted", "source_at", "source_cleared",
+                 "source_received", "tlp", "type", "waived")
 
     def __init__(self, message_type: str, record: dict[str, Any], originator: str, now: int) -> None:
         self.type = message_type
@@ -65,8 +70,19 @@ class Message:
         self.derived_unknown = False  # derived_from names a message the bus never routed
         self.hold: str | None = None  # NOTICE_REVIEW or NEUTRALITY_REVIEW
         self.asker: str | None = None  # replies: the originator of the answered message
+        self.answered_kind: str | None = None  # replies: the kind of the answered query (None: an alert)
         self.hit_check_content = False  # replies to a HIT_CHECK carrying more than a reference
         self.notify_on_delivery = False  # FLAG and HIT replies to alerts: tell the hubs
+        self.officer: str | None = None  # the liaison officer sending on the originator's behalf
+        self.case_action: str | None = None  # a query changing a case group: its action
+        self.invitation: str | None = None  # a reply to a case-group invitation: the group
+        self.matches: dict[str, str] = {}  # DATA_REQUEST: addressee -> status of the match it cites
+        self.source_at: int | None = None  # derived_from: when the bus routed that message
+        self.source_received: frozenset[str] = frozenset()  # ... and who received it
+        self.source_cleared = True  # ... and whether its provider lets the sender pass it on
+        self.late: set[str] = set()  # members reached through a case group they joined after the source
+        self.copies = False  # some targets are copies the law requires
+        self.waived: list[Any] = []  # Decisions: copies waived on the sender's stated ground
 
 
 class Rule:
@@ -231,7 +247,7 @@ class ReplyToAsker(Rule):
     name = "reply-to-asker"
 
     def check(self, m: Message, t: Target) -> Verdict | None:
-        if t.code != m.asker:
+        if t.code != m.asker and t.copy is None:
             return Verdict("DENY", R.REPLY_NOT_TO_ASKER, f"The reply goes only to {m.asker}, who asked.")
         return None
 
@@ -249,6 +265,58 @@ class HitCheckContent(Rule):
         return None
 
 
+class LateMember(Rule):
+    """A member who joined a case group after a message was sent to it gets that message's content
+    only with its provider's consent (the consent mechanism of H2)."""
+
+    name = "late-member"
+
+    def applies(self, m: Message) -> bool:
+        return bool(m.late)
+
+    def check(self, m: Message, t: Target) -> Verdict | None:
+        if t.code in m.late:
+            return Verdict("DENY", R.LATE_MEMBER_NO_CONSENT, f"{t.code} joined the case group after the "
+                           "message this one passes on; its provider has not consented.")
+        return None
+
+
+class MatchConfirmed(Rule):
+    """Prum II: no data about a person follows a biometric HIT until a person at the data owner
+    has confirmed the match."""
+
+    name = "match-confirmed"
+
+    def applies(self, m: Message) -> bool:
+        return bool(m.matches)
+
+    def check(self, m: Message, t: Target) -> Verdict | None:
+        status = m.matches.get(t.code)
+        if status == "PENDING":
+            return Verdict("HOLD", R.MATCH_NOT_CONFIRMED, f"Held until {t.code} confirms the biometric match "
+                           "this request cites (Prum II); it is delivered then.")
+        if status == "REJECTED":
+            return Verdict("DENY", R.MATCH_REJECTED, f"{t.code} rejected the biometric match this request "
+                           "cites; no data follows.")
+        return None
+
+
+class SpocCopy(Rule):
+    """Directive 2023/977: the copies a Single Point of Contact is owed (a note, not a condition)."""
+
+    name = "spoc-copy"
+
+    def applies(self, m: Message) -> bool:
+        return m.copies
+
+    def check(self, m: Message, t: Target) -> Verdict | None:
+        if t.copy is None or t.copy_code is None:
+            return None
+        law = "Art. 4(1)" if t.copy_code == R.SPOC_COPY_ART_4_1 else "Art. 8"
+        return Verdict("DELIVER", t.copy_code, f"Copy for {t.code}, a Single Point of Contact, of the "
+                       f"exchange with {t.copy[1]} (Directive 2023/977 {law}).")
+
+
 def rule_lists(c: Compiled) -> dict[str, tuple[Rule, ...]]:
     """The ordered rules per message type: denials first, then holds, then notes."""
     redact = c.config.biometrics == "redact"
@@ -257,9 +325,10 @@ def rule_lists(c: Compiled) -> dict[str, tuple[Rule, ...]]:
     note_bio: tuple[Rule, ...] = (bio,) if redact else ()
     base = (RecipientKnown(c), RecipientActive(c), NotExpired(c), NotRestricted(c))
     return {
-        "Alert": (*base, TlpReach(c), OnwardSharing(c), *deny_bio, NeutralityReview(c), NoticeReview(c),
-                  *note_bio),
-        "Query": (*base, TlpReach(c), OnwardSharing(c), *deny_bio, *note_bio),
+        "Alert": (*base, TlpReach(c), OnwardSharing(c), LateMember(c), *deny_bio, NeutralityReview(c),
+                  NoticeReview(c), *note_bio),
+        "Query": (*base, TlpReach(c), OnwardSharing(c), LateMember(c), *deny_bio, MatchConfirmed(c),
+                  SpocCopy(c), *note_bio),
         "Reply": (RecipientKnown(c), ReplyToAsker(c), *base[1:], HitCheckContent(c), OnwardSharing(c),
-                  *deny_bio, *note_bio),
+                  *deny_bio, SpocCopy(c), *note_bio),
     }

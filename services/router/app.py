@@ -476,7 +476,8 @@ class Router:
                 self._produce(producer, o.topic, o.key, o.value)
             for k, v in out.routed.items():  # kept encoded: the state store takes the same bytes
                 self._produce(producer, names.routed, k.encode(), out.encoded.setdefault(k, json_bytes(v)))
-            for topic, updates in ((names.consents, out.consents), (names.queries, out.queries)):
+            for topic, updates in ((names.consents, out.consents), (names.queries, out.queries),
+                                   (names.casegroups, out.case_groups)):
                 for k, v in updates.items():
                     self._produce(producer, topic, k.encode(), json_bytes(v))
             metadata = await consumer.consumer_group_metadata()
@@ -548,6 +549,8 @@ class Router:
         self.state.routed.put_many_local(out.routed, out.encoded)
         for key, value in out.consents.items():
             self.state.consents.put_local(key, value)
+        for key, value in out.case_groups.items():
+            self.state.casegroups.put_local(key, value)
         m = self.metrics
         m.commits.labels("committed").inc()
         m.txn_seconds.observe(seconds)

@@ -6,6 +6,7 @@ inside one transaction. Deliveries are the original bytes unless a rule redacted
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 import uuid
@@ -15,10 +16,15 @@ from typing import Any
 
 import structlog
 
+from liaison.case_groups import INVITING, CaseGroup, answered, changed, proposed
 from liaison.codec import Codec, random_uuid
 from liaison.deadlines_table import DeadlineTable, default_table
+from liaison.directory import BIOMETRIC_CATEGORIES, Officer, country_of
 from liaison.errors import DecodeError
 from liaison.policy import Decision, PolicyEngine, RoutingResult, apply_redactions
+from liaison.policy import reasons as R  # short alias: the case-based rules cite many codes
+from liaison.policy.model import match_key
+from liaison.policy.redaction import locate
 from liaison.topics import Topics
 from services.router import limits as L  # short alias: the codes read as L.TOO_LARGE
 from services.router.limits import Limits
@@ -39,6 +45,11 @@ BUS_ORIGINATOR = "BUS.ROUTER"
 _AUDIT_DECISION = {"DENY": "DENIED", "HOLD": "HELD"}
 _LOG_TEXT = 120  # characters of a hostile string that reach a log line
 _RECEIPT_KIND = {"DELIVER": "DELIVERED", "DENY": "DENIED", "HOLD": "HELD_FOR_REVIEW"}
+MAX_HELD_BYTES = 256 * 1024
+"""DATA_REQUESTs kept while a biometric match awaits confirmation, per match (their bytes): beyond,
+a request is still held but not kept, and its sender is told to send it again once confirmed."""
+_GROUP_CODES = {"PROPOSE": R.CASE_GROUP_PROPOSED, "ADD": R.CASE_GROUP_INVITED, "REMOVE": R.CASE_GROUP_REMOVED,
+                "EXTEND": R.CASE_GROUP_EXTENDED, "CLOSE": R.CASE_GROUP_CLOSED}
 
 
 @dataclass(slots=True)
@@ -59,7 +70,8 @@ class BatchOutcome:
     outputs: list[Output] = field(default_factory=list)
     routed: dict[str, dict[str, Any]] = field(default_factory=dict)
     queries: dict[str, dict[str, Any]] = field(default_factory=dict)  # bus.queries keys: each its own writer
-    consents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    consents: dict[str, dict[str, Any]] = field(default_factory=dict)  # consents and biometric matches
+    case_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     decisions: list[tuple[str, str, str | None]] = field(default_factory=list)  # type, outcome, reason
     dead_letters: list[str] = field(default_factory=list)  # error codes
     created_ms: list[int] = field(default_factory=list)  # record timestamps, for latency
@@ -77,6 +89,7 @@ class BatchOutcome:
         p.routed.update(self.routed)
         p.queries.update(self.queries)
         p.consents.update(self.consents)
+        p.case_groups.update(self.case_groups)
         p.decisions += self.decisions
         p.dead_letters += self.dead_letters
         p.created_ms += self.created_ms
@@ -85,8 +98,13 @@ class BatchOutcome:
         found = self.routed.get(message_id)
         return found if found is not None or self.parent is None else self.parent.pending_routed(message_id)
 
-    def pending_consent(self, key: str) -> bool:
-        return key in self.consents or (self.parent is not None and self.parent.pending_consent(key))
+    def pending_consent(self, key: str) -> dict[str, Any] | None:
+        found = self.consents.get(key)
+        return found if found is not None or self.parent is None else self.parent.pending_consent(key)
+
+    def pending_case_group(self, name: str) -> dict[str, Any] | None:
+        found = self.case_groups.get(name)
+        return found if found is not None or self.parent is None else self.parent.pending_case_group(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +313,10 @@ class Pipeline:
         """What the bus recorded when it routed this id before, in this batch or earlier."""
         return out.pending_routed(message_id) or self.state.routed.items.get(message_id)
 
-    def route(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome) -> None:
+    def route(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome, *,
+              release_to: frozenset[str] | None = None) -> None:
+        """`release_to`: a held DATA_REQUEST routed again, once its biometric match is decided, for
+        the recipients it was held for."""
         env = record["envelope"]
         owner = self.topics.parse_outbox(src.topic)
         assert owner is not None  # decode() checked it
@@ -305,14 +326,17 @@ class Pipeline:
             return
         digest = hashlib.sha256(src.value or b"").hexdigest()[:32]
         prior = self._prior(env["message_id"], out)
-        if prior is not None:
+        if prior is not None and release_to is None:
             self._seen_before(src, message_type, record, out, prior=prior, digest=digest)
             return
         now = self.now_ms()
-        view = self.state.overlay(out.pending_routed, out.pending_consent)
+        view = self.state.overlay(out.pending_routed, out.pending_consent, out.pending_case_group)
         engine = self.engine()
         result: RoutingResult = engine.route(
             message_type, record, outbox_owner=owner[1], now_ms=now, state=view)
+        if release_to is not None:
+            result = RoutingResult(tuple(d for d in result.decisions if d.recipient in release_to),
+                                   result.rejection)
         rejection = result.rejection
         if rejection is not None:
             self.dead_letter(src, rejection.code, rejection.reason, out, claimed=env.get("originator"),
@@ -322,7 +346,6 @@ class Pipeline:
         if refused is not None:
             self.dead_letter(src, *refused, out, claimed=env.get("originator"), about=env)
             return
-        key = _key(env)
         original = src.value
         if message_type == "Query":
             deadline = self.deadlines.stamp(env["priority"], record["accessibility"], now,
@@ -330,29 +353,19 @@ class Pipeline:
             if deadline != record["deadline"]:  # the recipient sees the deadline the bus stamped
                 record = {**record, "deadline": deadline}
                 original = self.codec.encode("Query", record)
-        delivered: list[str] = []
-        for decision in result.decisions:
-            if decision.outcome == "DELIVER":
-                delivered.append(decision.recipient)
-                value = original if not decision.redactions else self.codec.encode(
-                    message_type, apply_redactions(record, decision.redactions))
-                assert value is not None
-                out.outputs.append(Output(self.topics.inbox(message_type, decision.recipient), key, value))
-            self._audit_decision(src, message_type, record, decision, now=now, out=out)
-        for decision in result.sender_view:
-            self._tell_sender(message_type, record, decision, out)
-        for hub in self._hubs_to_notify(message_type, env, result.notify_hub, view):
-            kind = _hub_receipt_kind(message_type, record)
-            out.outputs.append(Output(self.topics.receipts(hub), key, self._receipt(
-                hub, kind, about=env, message_type=message_type, recipient=env["originator"],
-                about_id=env["message_id"], case_id=env["case_id"])))
+        delivered: list[str] = list(prior["d"]) if prior is not None and release_to is not None else []
+        self._deliver(src, message_type, record, result, out, original=original, delivered=delivered,
+                      sender=owner[1], view=view, now=now)
         expires = engine.config.expires_ms(message_type, now, record.get("deadline")
                                            if message_type == "Query" else None)
+        change = record.get("case_group") if message_type == "Query" else None
         out.routed[env["message_id"]] = routed_value(
             message_type, env["originator"], list(env["handling_codes"]), delivered,
             kind=record.get("kind") if message_type == "Query" else None,
             derived_from=env["derived_from"], digest=digest, restricted=list(env["restricted"]),
-            tlp=env["tlp"], source=(src.partition, src.offset), expires=expires)
+            tlp=env["tlp"], source=(src.partition, src.offset), expires=expires, routed_at=now,
+            group=change["group"] if change and change["action"] in INVITING else None,
+            categories=_biometric_categories(record) if record.get("kind") == "HIT_CHECK" else None)
         log.debug("routed", message_id=env["message_id"], case_id=env["case_id"],
                   originator=env["originator"], trace_id=env["trace_id"], message_type=message_type,
                   delivered=len(delivered), decisions=len(result.decisions))
@@ -361,7 +374,40 @@ class Pipeline:
                                               "x": expires}
         if message_type == "Reply" and delivered:
             self._reply_delivered(src, record, out, view, now=now)
+        if change:
+            self._case_group_changed(src, record, change, out, delivered=delivered, view=view, now=now)
+        held = [d.recipient for d in result.decisions if d.reason_code == R.MATCH_NOT_CONFIRMED]
+        if held:
+            self._keep_held(src, record, held, out, view=view)
         out.created_ms.append(src.timestamp or env["created_at"])
+
+    def _deliver(self, src: Source, message_type: str, record: dict[str, Any], result: RoutingResult,
+                 out: BatchOutcome, *, original: bytes | None, delivered: list[str], sender: str,
+                 view: RoutedView, now: int) -> None:
+        """The inbox copies, officers' copies, audit records and receipts of one routing result."""
+        env, key = record["envelope"], _key(record["envelope"])
+        officers = _officers_covering(self.engine(), env, now, sender=sender)
+        for decision in result.decisions:
+            if decision.outcome == "DELIVER":
+                delivered.append(decision.recipient)
+                value = original if not decision.redactions and decision.copy is None else self.codec.encode(
+                    message_type, _marked(apply_redactions(record, decision.redactions)
+                                          if decision.redactions else record, decision.copy))
+                assert value is not None
+                out.outputs.append(Output(self.topics.inbox(message_type, decision.recipient), key, value))
+                for officer in officers.get(decision.recipient, ()):
+                    self._officer_copy(src, message_type, record, decision, out, officer=officer, now=now)
+            self._audit_decision(src, message_type, record, decision, now=now, out=out)
+        for waived in result.waived:
+            out.outputs.append(Output(self.topics.audit, key, self.codec.encode("AuditRecord", self._audit(
+                src, message_type, record, waived, now=now, decision="WAIVED"))))
+        for decision in result.sender_view:
+            self._tell_sender(message_type, record, decision, out, to=sender)
+        for hub in self._hubs_to_notify(message_type, env, result.notify_hub, view):
+            kind = _hub_receipt_kind(message_type, record)
+            out.outputs.append(Output(self.topics.receipts(hub), key, self._receipt(
+                hub, kind, about=env, message_type=message_type, recipient=env["originator"],
+                about_id=env["message_id"], case_id=env["case_id"])))
 
     def _hubs_to_notify(self, message_type: str, env: dict[str, Any], hubs: tuple[str, ...],
                         view: RoutedView) -> list[str]:
@@ -415,6 +461,130 @@ class Pipeline:
         asker = view.originator_of(query_id)
         if reply["outcome"] == "HIT" and owner and owner not in (env["originator"], asker):
             self._notify_hit(src, reply, owner, asker, out, view=view, now=now)
+        group = view.invitation_of(query_id)
+        if group is not None:
+            self._invitation_answered(src, reply, group, out, view, now=now)
+        if reply.get("confirmation") is not None:
+            self._match_decided(src, reply, out, view, now=now)
+        elif reply["outcome"] == "HIT" and reply["reference"] and view.categories_of(query_id) \
+                and view.match(env["originator"], reply["reference"]) is None:
+            self._match_pending(src, reply, out, view, now=now)
+
+    # -- case groups formed on the bus ------------------------------------------------------------
+    def _case_group_changed(self, src: Source, query: dict[str, Any], change: dict[str, Any],
+                            out: BatchOutcome, *, delivered: list[str], view: RoutedView, now: int) -> None:
+        """Apply a routed case-group change to the group's state; tell the members what changed."""
+        env = query["envelope"]
+        name, action = change["group"], change["action"]
+        current = view.case_group(name)
+        tell: frozenset[str] = frozenset()
+        if action == "PROPOSE":
+            group = proposed(change, env, delivered, now)
+        else:
+            assert current is not None  # the engine refused changes to a group the bus does not know
+            group, tell = changed(current, change, env, delivered, now)
+        out.case_groups[name] = group.to_value()
+        what = _group_news(group, action, env["originator"], change)
+        self._record(src, "Query", query, out, code=_GROUP_CODES[action], reason=what, now=now)
+        for code in sorted(tell):
+            out.outputs.append(Output(self.topics.receipts(code), _key(env), self._receipt(
+                code, "GROUP_CHANGED", about=env, message_type="Query", recipient=env["originator"],
+                reason_code=_GROUP_CODES[action], reason=what, about_id=env["message_id"],
+                case_id=env["case_id"])))
+
+    def _invitation_answered(self, src: Source, reply: dict[str, Any], name: str, out: BatchOutcome,
+                             view: RoutedView, *, now: int) -> None:
+        env = reply["envelope"]
+        group = view.case_group(name)
+        accepted = reply["outcome"] == "GRANTED"
+        after = None if group is None else answered(group, env["originator"], env["correlation_id"],
+                                                    accepted=accepted, at=now, reply_id=env["message_id"])
+        if after is None:
+            return  # withdrawn, answered before, or the group has ended: the answer changes nothing
+        out.case_groups[name] = after.to_value()
+        verb = "joined" if accepted else "declined to join"
+        code = R.CASE_GROUP_JOINED if accepted else R.CASE_GROUP_DECLINED
+        self._record(src, "Reply", reply, out, code=code, now=now,
+                     reason=f"{env['originator']} {verb} the case group {name}.")
+
+    # -- Prum II: a person confirms a biometric match before data follows --------------------------
+    def _match_pending(self, src: Source, reply: dict[str, Any], out: BatchOutcome, view: RoutedView, *,
+                       now: int) -> None:
+        env = reply["envelope"]
+        query_id = env["correlation_id"]
+        out.consents[match_key(env["originator"], reply["reference"])] = {
+            "status": "PENDING", "asker": view.originator_of(query_id), "query": query_id,
+            "hit": env["message_id"], "categories": view.categories_of(query_id), "held": [],
+            "x": view.expiry_of(query_id)}
+        self._record(src, "Reply", reply, out, code=R.MATCH_PENDING, now=now,
+                     reason=f"{env['originator']}'s biometric HIT {reply['reference']!r} awaits a person's "
+                     "confirmation before data may follow.")
+
+    def _match_decided(self, src: Source, reply: dict[str, Any], out: BatchOutcome, view: RoutedView, *,
+                       now: int) -> None:
+        """Record the verdict, then route the requests held for it (delivered, or denied if rejected)."""
+        env, confirmation = reply["envelope"], reply["confirmation"]
+        key = match_key(env["originator"], reply["reference"])
+        entry = view.match(env["originator"], reply["reference"])
+        if entry is None:
+            return
+        confirmed = bool(confirmation["confirmed"])
+        out.consents[key] = {**entry, "status": "CONFIRMED" if confirmed else "REJECTED", "held": [],
+                             "verified_by": confirmation["verified_by"], "decided_at": now,
+                             "decision": env["message_id"]}
+        verdict = "confirmed" if confirmed else "rejected"
+        self._record(src, "Reply", reply, out, code=R.MATCH_CONFIRMED if confirmed else R.MATCH_REJECTED,
+                     reason=f"{env['originator']} {verdict} the biometric match {reply['reference']!r}, "
+                     f"verified by {str(confirmation['verified_by'])[:200]}.", now=now)
+        for held in entry.get("held") or ():
+            value = base64.b64decode(held["v"])
+            try:
+                name, request = self.codec.decode(value)
+            except DecodeError:
+                continue  # it was read once already; a schema gone since cannot be helped
+            again = Source(held["t"], held["p"], held["o"], held.get("ts"), None, value)
+            self.route(again, name, request, out, release_to=frozenset({env["originator"]}))
+
+    def _keep_held(self, src: Source, request: dict[str, Any], held_for: list[str], out: BatchOutcome, *,
+                   view: RoutedView) -> None:
+        """Keep a DATA_REQUEST held for a pending match with the match, to route it once decided."""
+        reference = request["reference"]
+        for code in held_for:
+            entry = view.match(code, reference)
+            if entry is None:
+                continue
+            kept = list(entry.get("held") or ())
+            if sum(len(h["v"]) for h in kept) + len(src.value or b"") * 4 // 3 > MAX_HELD_BYTES:
+                log.warning("held request not kept: too many held for one match", match=reference[:_LOG_TEXT])
+                continue
+            kept.append({"v": base64.b64encode(src.value or b"").decode(), "t": src.topic, "p": src.partition,
+                         "o": src.offset, "ts": src.timestamp})
+            out.consents[match_key(code, reference)] = {**entry, "held": kept}
+
+    def _record(self, src: Source, message_type: str, record: dict[str, Any], out: BatchOutcome, *,
+                code: str, reason: str, now: int) -> None:
+        """The audit record of a change of state a message made (recipient null)."""
+        note = Decision(recipient="", outcome="DELIVER", reason_code=code, reason=reason, rule="state")
+        audit = self._audit(src, message_type, record, note, now=now, decision="RECORDED")
+        audit["recipient"] = None
+        out.outputs.append(Output(self.topics.audit, _key(record["envelope"]),
+                                  self.codec.encode("AuditRecord", audit)))
+
+    def _officer_copy(self, src: Source, message_type: str, record: dict[str, Any], decision: Decision,
+                      out: BatchOutcome, *, officer: Officer, now: int) -> None:
+        """A liaison officer's copy of a delivery to its agency, marked, and audited under its name."""
+        env = record["envelope"]
+        base = apply_redactions(record, decision.redactions) if decision.redactions else record
+        value = self.codec.encode(message_type, _marked(base, ("LIAISON_OFFICER", decision.recipient)))
+        out.outputs.append(Output(self.topics.inbox(message_type, officer.code), _key(env), value))
+        copy = Decision(officer.code, "DELIVER", R.OFFICER_COPY,
+                        f"Copy for {officer.code}, liaison officer of "
+                        f"{decision.recipient} ({officer.post or 'posted abroad'}), whose delegation covers "
+                        "the message.", "officer-copy", decision.redactions)
+        audit = self._audit(src, message_type, record, copy, now=now,
+                            decision="REDACTED" if decision.redactions else "DELIVERED")
+        audit["officer"] = officer.code
+        out.outputs.append(Output(self.topics.audit, _key(env), self.codec.encode("AuditRecord", audit)))
 
     def _notify_hit(self, src: Source, reply: dict[str, Any], owner: str, asker: str | None,
                     out: BatchOutcome, *, view: RoutedView, now: int) -> None:
@@ -441,11 +611,12 @@ class Pipeline:
             "AuditRecord", self._audit(src, "Reply", reply, notice, now=now, decision="NOTIFIED"))))
 
     def _tell_sender(self, message_type: str, record: dict[str, Any], decision: Decision,
-                     out: BatchOutcome) -> None:
-        """The originator's receipt of one decision, in the words it may read (its public view)."""
+                     out: BatchOutcome, *, to: str) -> None:
+        """The sender's receipt of one decision, in the words it may read (its public view); `to` is
+        the outbox's owner: the originator, or the liaison officer who sent for it."""
         env = record["envelope"]
-        out.outputs.append(Output(self.topics.receipts(env["originator"]), _key(env), self._receipt(
-            env["originator"], _RECEIPT_KIND[decision.outcome], about=env, message_type=message_type,
+        out.outputs.append(Output(self.topics.receipts(to), _key(env), self._receipt(
+            to, _RECEIPT_KIND[decision.outcome], about=env, message_type=message_type,
             recipient=decision.recipient, reason_code=decision.public_code, reason=decision.public_reason,
             about_id=env["message_id"], case_id=env["case_id"],
             deadline=record.get("deadline") if message_type == "Query" else None)))
@@ -479,7 +650,7 @@ class Pipeline:
             "handling_codes": env["handling_codes"], "data_categories": env["data_categories"],
             "deadline": record.get("deadline") if message_type == "Query" else None,
             "source_topic": src.topic, "source_partition": src.partition, "source_offset": src.offset,
-            "trace_id": env["trace_id"],
+            "trace_id": env["trace_id"], "officer": env.get("officer"),
         }
 
     def _record_consent(self, reply: dict[str, Any], out: BatchOutcome, view: RoutedView) -> None:
@@ -514,6 +685,52 @@ class Pipeline:
             "reason_code": reason_code, "reason": reason, "deadline": deadline, "reference": reference,
         }
         return self.codec.encode("Receipt", receipt)
+
+
+def _marked(record: dict[str, Any], copy: tuple[str, str] | None) -> dict[str, Any]:
+    """The record as delivered as a copy: envelope.copy says why and for whom."""
+    if copy is None:
+        return record
+    return {**record, "envelope": {**record["envelope"], "copy": {"kind": copy[0], "addressee": copy[1]}}}
+
+
+def _officers_covering(engine: PolicyEngine, env: dict[str, Any], now: int, *, sender: str
+                       ) -> dict[str, tuple[Officer, ...]]:
+    """Per agency with liaison officers in force whose delegation covers this message (its case, or
+    the originator's country), those officers; never the officer who sent it."""
+    directory = engine.directory
+    found: dict[str, tuple[Officer, ...]] = {}
+    if not directory.officers:
+        return found
+    case, country = env.get("case_id"), country_of(env["originator"])
+    for officer in directory.officers.values():
+        if officer.code != sender and officer.in_force(now) and officer.covers(case, (country,)):
+            found[officer.agency] = (*found.get(officer.agency, ()), officer)
+    return found
+
+
+def _biometric_categories(query: dict[str, Any]) -> list[str]:
+    """The biometric categories a HIT_CHECK declares or searches by: its HITs need confirming."""
+    found = set(BIOMETRIC_CATEGORIES.intersection(query["envelope"].get("data_categories") or ()))
+    if query.get("subject") or query.get("criteria"):
+        found.update(category for _, category in locate(query) or ())
+    return sorted(found & BIOMETRIC_CATEGORIES)
+
+
+def _group_news(group: CaseGroup, action: str, by: str, change: dict[str, Any]) -> str:
+    """What a case-group change did, in one sentence for the audit and the members' receipts."""
+    name = group.name
+    if action == "PROPOSE":
+        invited = ", ".join(sorted(group.invited)) or "nobody"
+        return f"{by} proposed the case group {name} and invited {invited}."
+    if action == "ADD":
+        return f"{by} invited more agencies to the case group {name}."
+    if action == "REMOVE":
+        return f"{by} removed {', '.join(sorted(change.get('members') or ()))} from the case group {name}."
+    if action == "EXTEND":
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(group.ends_at / 1000))
+        return f"{by} extended the case group {name} until {until}."
+    return f"{by} closed the case group {name}; it reaches nobody now."
 
 
 def _hub_receipt_kind(message_type: str, record: dict[str, Any]) -> str:

@@ -2,7 +2,10 @@
 
 `bus.routed`: per message id, its type, originator, handling codes, query kind, derived_from, the
 agencies it was delivered to, a digest of its bytes, and its restrictions and TLP label.
-`bus.consents`: per (H2 message, requester), the provider's consent.
+`bus.consents`: per (H2 message, requester), the provider's consent; per biometric HIT
+(`match/<replier>/<reference>`), whether a person at the data owner confirmed it, and the
+DATA_REQUESTs held until they do.
+`bus.casegroups`: per case group formed on the bus, its members, invitations and history.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from liaison.case_groups import CaseGroup
 from liaison.core.settings import KafkaSettings
+from liaison.policy.model import match_key
 from liaison.query_record import answer_key, answer_value
 from liaison.store import StateDir
 from liaison.table import CompactedTable
@@ -19,14 +24,23 @@ from liaison.table import CompactedTable
 def routed_value(message_type: str, originator: str, handling: list[str], delivered: list[str],
                  *, kind: str | None = None, derived_from: str | None = None, digest: str | None = None,
                  restricted: list[str] | None = None, tlp: str | None = None,
-                 expires: int | None = None, source: tuple[int, int] | None = None) -> dict[str, Any]:
+                 expires: int | None = None, source: tuple[int, int] | None = None,
+                 routed_at: int | None = None, group: str | None = None,
+                 categories: list[str] | None = None) -> dict[str, Any]:
     """`s` is a digest of the bytes as sent (a byte-identical re-send is recognised by it); `r` and
     `l` are the message's restrictions and TLP label, which notices about it must honour; `x` is
     when the bus forgets the message; `p` is the outbox partition and offset it was read from, so
-    that reading it again (after a crash or a rebalance) is recognised as such."""
-    return {"t": message_type, "o": originator, "h": handling, "d": delivered, "k": kind,
-            "f": derived_from, "s": digest, "r": restricted or [], "l": tlp, "x": expires,
-            "p": list(source) if source else None}
+    that reading it again (after a crash or a rebalance) is recognised as such; `a` is when it was
+    routed (a case group's later members need consent for what came before); `g` the case group a
+    query invites to; `c` the biometric categories a HIT_CHECK searched (its HITs need a person's
+    confirmation). The last three are written only when set."""
+    value = {"t": message_type, "o": originator, "h": handling, "d": delivered, "k": kind,
+             "f": derived_from, "s": digest, "r": restricted or [], "l": tlp, "x": expires,
+             "p": list(source) if source else None}
+    for name, extra in (("a", routed_at), ("g", group), ("c", categories)):
+        if extra:
+            value[name] = extra
+    return value
 
 
 def open_query(query: dict[str, Any], requested: list[str], deadline: int) -> dict[str, Any]:
@@ -54,9 +68,13 @@ class RoutedView:
     """The RoutingState the policy engine reads: lookups of routed messages and consents."""
 
     def __init__(self, routed: Callable[[str], dict[str, Any] | None],
-                 consented: Callable[[str], bool]) -> None:
+                 consented: Callable[[str], bool],
+                 consent_value: Callable[[str], dict[str, Any] | None] = lambda key: None,
+                 case_group: Callable[[str], dict[str, Any] | None] = lambda name: None) -> None:
         self._routed = routed
         self._consented = consented
+        self._consent_value = consent_value
+        self._case_group = case_group
 
     def delivered_to(self, message_id: str) -> frozenset[str] | None:
         entry = self._routed(message_id)
@@ -86,6 +104,27 @@ class RoutedView:
         entry = self._routed(message_id)
         return None if entry is None else entry.get("x")
 
+    def routed_at(self, message_id: str) -> int | None:
+        entry = self._routed(message_id)
+        return None if entry is None else entry.get("a")
+
+    def invitation_of(self, message_id: str) -> str | None:
+        """The case group a routed query invites its recipients to."""
+        entry = self._routed(message_id)
+        return None if entry is None or entry["t"] != "Query" else entry.get("g")
+
+    def categories_of(self, message_id: str) -> list[str]:
+        """The biometric categories a routed HIT_CHECK searched."""
+        entry = self._routed(message_id)
+        return [] if entry is None else list(entry.get("c") or ())
+
+    def case_group(self, name: str) -> CaseGroup | None:
+        value = self._case_group(name)
+        return None if value is None else CaseGroup.from_value(value)
+
+    def match(self, replier: str, reference: str) -> dict[str, Any] | None:
+        return self._consent_value(match_key(replier, reference))
+
     def terms_of(self, message_id: str) -> tuple[frozenset[str], str | None] | None:
         """The restrictions and TLP label of a routed message, which notices about it honour."""
         entry = self._routed(message_id)
@@ -96,7 +135,7 @@ class RouterState(RoutedView):
     """The RoutingState the policy engine reads, backed by compacted tables."""
 
     def __init__(self, settings: KafkaSettings, *, routed_topic: str, consents_topic: str,
-                 state_dir: StateDir | None = None) -> None:
+                 casegroups_topic: str | None = None, state_dir: StateDir | None = None) -> None:
         """With `state_dir`, routed messages and consents live on disk, else in memory."""
         # Followed continuously (others' writes too), so that the per-batch check that a new message
         # id is not someone else's costs one ListOffsets round trip, not a read of the backlog.
@@ -104,15 +143,25 @@ class RouterState(RoutedView):
                                      store=state_dir.store("routed") if state_dir else None)
         self.consents = CompactedTable(settings, consents_topic,
                                        store=state_dir.store("consents") if state_dir else None)
+        self.casegroups = CompactedTable(settings, casegroups_topic or settings.topics.casegroups,
+                                         store=state_dir.store("casegroups") if state_dir else None)
         # bus.queries is written, never read: a query's base and each answer have keys of their own.
-        self._tables = (self.routed, self.consents)
-        super().__init__(self.routed.items.get, self.consents.items.__contains__)
+        self._tables = (self.routed, self.consents, self.casegroups)
+        super().__init__(self.routed.items.get, self.consents.items.__contains__, self.consents.items.get,
+                         self.casegroups.items.get)
 
     def overlay(self, routed: Callable[[str], dict[str, Any] | None],
-                consents: Callable[[str], bool]) -> RoutedView:
+                consents: Callable[[str], dict[str, Any] | None],
+                groups: Callable[[str], dict[str, Any] | None] = lambda name: None) -> RoutedView:
         """This view with a batch's own writes, not committed yet, on top."""
-        mine, agreed = self.routed.items.get, self.consents.items.__contains__
-        return RoutedView(lambda key: routed(key) or mine(key), lambda key: consents(key) or agreed(key))
+        mine, agreed, formed = self.routed.items.get, self.consents.items.get, self.casegroups.items.get
+
+        def consent(key: str) -> dict[str, Any] | None:
+            found = consents(key)
+            return found if found is not None else agreed(key)
+
+        return RoutedView(lambda key: routed(key) or mine(key), lambda key: consent(key) is not None, consent,
+                          lambda name: groups(name) or formed(name))
 
     async def start(self) -> None:
         for table in self._tables:

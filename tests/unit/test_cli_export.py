@@ -68,7 +68,7 @@ def test_out_writes_one_file_per_kind_with_the_stream_s_resources(tmp_path: Path
     result = _invoke("--directory", DIRECTORY, "--namespace", "bus", "--out", str(tmp_path / "k8s"))
     assert result.exit_code == 0, result.stderr
     directory = Directory.from_file(DEFAULT_DIRECTORY)
-    topics = 7 + 7 * len(directory.agencies)  # the bus's six and the registry's; an agency's seven
+    topics = 8 + 7 * len(directory.agencies)  # the bus's seven and the registry's; an agency's seven
     users = 1 + len(SERVICES) + len(directory.active_agencies())  # the admin, the services, the agencies
     assert result.stdout.strip() == (f"{tmp_path / 'k8s'}: 2 cluster resources, {topics} topics, "
                                      f"{users} users (kafka.yaml, topics.yaml, users.yaml)")

@@ -22,7 +22,7 @@ def test_explain_matches_route_and_lists_the_rules() -> None:
     explained = e.explain("Alert", record, now_ms=NOW, state=state)
     assert explained.result == routed
     assert [c.rule for c in explained.message_checks] == ["originator-owns-outbox", "originator-known",
-                                                          "originator-active"]
+                                                          "originator-active", "copy-set-by-bus"]
     by_recipient = {r.recipient: r for r in explained.recipients}
     assert by_recipient["group:NOPE"].via == "addressing"
     de = by_recipient["DE-BKA"]
