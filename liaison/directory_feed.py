@@ -6,6 +6,7 @@ service rebuilds its Directory snapshot whenever an entry changes, so no restart
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,10 @@ async def publish_directory(settings: KafkaSettings, directory: Directory, *,
 class DirectoryFeed:
     """A live Directory snapshot rebuilt from `bus.directory` on every change."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, *, on_change: Callable[[], None] | None = None) -> None:
+        """`on_change`: called after each rebuild (a service that waits on the directory wakes)."""
         self._settings = settings
+        self._on_change = on_change
         self.current = Directory.from_entries({})
         self.table = CompactedTable(settings, settings.topics.directory, on_change=self._rebuild)
 
@@ -63,6 +66,8 @@ class DirectoryFeed:
                       error=str(exc), changed=sorted(changes))
             return
         log.info("directory updated", changed=sorted(changes), agencies=len(self.current.agencies))
+        if self._on_change is not None:
+            self._on_change()
 
     async def start(self, *, publish_file: Path | None = None) -> None:
         await self.table.start()

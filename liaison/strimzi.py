@@ -19,6 +19,7 @@ a name; `check_unique` confirms it for every export, topics included.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -166,11 +167,14 @@ def topic_specs(topics: Topics, directory: Directory, options: ExportOptions) ->
     specs = bus_topic_specs(topics, options)
     for code in sorted(directory.agencies):
         specs += topics.agency_topic_specs(code, partitions=options.agency_partitions)
+    for code in sorted(directory.officers):  # a liaison officer has an agency's set of topics
+        specs += topics.agency_topic_specs(code, partitions=options.agency_partitions)
     return specs
 
 
 def principals(topics: Topics, directory: Directory, options: ExportOptions) -> list[Principal]:
-    """The admin, the bus services, then every ACTIVE agency by code, as `secure_principals` makes them.
+    """The admin, the bus services, every ACTIVE agency by code, as `secure_principals` makes them,
+    then the liaison officers in force (an officer acts with an agency's grants on its own topics).
 
     A suspended agency has no user: suspending takes its credential and ACLs away.
     """
@@ -180,6 +184,10 @@ def principals(topics: Topics, directory: Directory, options: ExportOptions) -> 
     found += [Principal(strimzi_user(topics, code), "agency", code,
                         tuple(agency_grants(topics, code)), options.agency_quota)
               for code in directory.active_agencies()]
+    now = int(time.time() * 1000)  # an officer whose delegation ended has no user: export again then
+    found += [Principal(strimzi_user(topics, code), "agency", code,
+                        tuple(agency_grants(topics, code)), options.agency_quota)
+              for code, officer in sorted(directory.officers.items()) if officer.in_force(now)]
     check_unique(((p.name, p.user) for p in found), "users")
     return found
 

@@ -60,7 +60,7 @@ PrintOpt = Annotated[bool, typer.Option(
     "--print-credential", help="Show a new password once on stdout instead of writing a file.")]
 
 
-def _access(settings: KafkaSettings, directory: Path | None, show: bool) -> onboarding.AccessControl:
+def access_for(settings: KafkaSettings, directory: Path | None, show: bool) -> onboarding.AccessControl:
     """Credentials, ACLs and quotas on a secured cluster; a wrong prefix or quota setting exits 2."""
     files = None if show else CredentialFiles(directory or secrets_dir())
     try:
@@ -131,7 +131,7 @@ def add(
     settings = bus_settings()
     request = onboarding.AgencyRequest(code, name, country, tuple(groups or ()), tuple(clearances or ()), hub)
     outcome = run(lambda: _onboard(settings, [request], partitions, replication,
-                                   _access(settings, credentials_dir, print_credential)),
+                                   access_for(settings, credentials_dir, print_credential)),
                   doing=f"onboarding {code}", timeout_s=timeout or DEFAULT_TIMEOUT_S * 3, settings=settings,
                   message=f"onboarding {code}", json=json)[0]
     _report(outcome, json=json)
@@ -155,7 +155,7 @@ def _add_from_file(path: Path, *, partitions: int, replication: int | None, cred
     except ConfigError as exc:
         fail(str(exc), code=2)
     settings = bus_settings()
-    access = _access(settings, credentials_dir, print_credential)
+    access = access_for(settings, credentials_dir, print_credential)
     limit = timeout or DEFAULT_TIMEOUT_S * 3 + FILE_TIMEOUT_PER_AGENCY_S * len(requests)
     what = f"onboarding {len(requests)} agencies from {path}"
     outcomes = run(lambda: _onboard(settings, requests, partitions, replication, access), doing=what,
@@ -197,7 +197,7 @@ def show(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: Json
     Example: liaison agency show FR-PN
     """
     settings = bus_settings()
-    access = _access(settings, None, True)
+    access = access_for(settings, None, True)
     view = run(lambda: onboarding.show_agency(settings, code, access=access),
                doing=f"reading the directory entry of {code}", timeout_s=timeout, settings=settings,
                message="reading the directory", json=json)
@@ -254,7 +254,7 @@ def quota(
     """
     settings = bus_settings()
     changes = Quota(produce_bytes, fetch_bytes, request_percentage)
-    access = _access(settings, None, True)
+    access = access_for(settings, None, True)
     view = run(lambda: onboarding.agency_quota(settings, code, changes, access=access),
                doing=f"the quotas of {code}", timeout_s=timeout, settings=settings,
                message=f"the quotas of {code}", json=json)
@@ -269,7 +269,7 @@ def quota(
 def _status(code: str, status: str, *, timeout: float, json: bool, credentials_dir: Path | None = None,
             print_credential: bool = False) -> None:
     settings = bus_settings()
-    access = _access(settings, credentials_dir, print_credential)
+    access = access_for(settings, credentials_dir, print_credential)
     outcome = run(lambda: onboarding.set_status(settings, code, "SUSPENDED" if status == "SUSPENDED"
                                                 else "ACTIVE", access=access),
                   doing=f"changing the status of {code}", timeout_s=timeout, settings=settings,
@@ -310,7 +310,7 @@ def rotate(code: AgencyArg, *, credentials_dir: CredentialsDirOpt = None, print_
     Example: liaison agency rotate SE-NOA --print-credential
     """
     settings = bus_settings()
-    access = _access(settings, credentials_dir, print_credential)
+    access = access_for(settings, credentials_dir, print_credential)
     outcome = run(lambda: onboarding.rotate_credential(settings, code, access=access),
                   doing=f"rotating the credential of {code}", timeout_s=timeout, settings=settings,
                   message=f"rotating the credential of {code}", json=json)
@@ -326,7 +326,7 @@ def remove(code: AgencyArg, *, timeout: TimeoutOpt = DEFAULT_TIMEOUT_S, json: Js
     Example: liaison agency remove SE-NOA
     """
     settings = bus_settings()
-    access = _access(settings, None, False)
+    access = access_for(settings, None, False)
     outcome = run(lambda: onboarding.remove_agency(settings, code, access=access), doing=f"removing {code}",
                   timeout_s=timeout, settings=settings, message=f"removing {code}", json=json)
     _report(outcome, json=json)

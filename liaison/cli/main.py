@@ -11,9 +11,11 @@ import typer
 
 from liaison import __version__
 from liaison.cli import agency as agency_cli
+from liaison.cli import case_group as case_group_cli
 from liaison.cli import export as export_cli
 from liaison.cli import inspect as inspect_cli
 from liaison.cli import messages as messages_cli
+from liaison.cli import officer as officer_cli
 from liaison.cli import policy as policy_cli
 from liaison.cli import provision as provision_cli
 from liaison.cli import schemas as schemas_cli
@@ -35,6 +37,8 @@ app = typer.Typer(
 # Agency operators and bus operators: the command bodies live in their own modules.
 app.add_typer(schemas_cli.app, name="schemas")
 app.add_typer(agency_cli.app, name="agency")
+app.add_typer(officer_cli.app, name="officer")
+app.add_typer(case_group_cli.app, name="case-group")
 app.add_typer(messages_cli.send_app, name="send")
 app.command("inbox", cls=messages_cli.OneLineCommand)(messages_cli.inbox)
 app.command("receipts", cls=messages_cli.OneLineCommand)(messages_cli.receipts)

@@ -77,6 +77,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("registry", "services.registry", metrics_port=9181, principal=REGISTRY),
     ServiceSpec("router", "services.router", metrics_port=9182, principal=ROUTER),
     ServiceSpec("deadlines", "services.deadlines", metrics_port=9183, principal=DEADLINES),
+    # only a super user may delete the ACLs and credential of an officer whose delegation ended
+    ServiceSpec("delegations", "services.delegations", metrics_port=9184, principal=ADMIN),
 )
 
 

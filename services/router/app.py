@@ -98,6 +98,7 @@ class Router:
         self._consumed: dict[tuple[str, int], int] = {}  # per partition: past the last record read
         self._outbox_partitions: int | None = None  # all agencies' outbox partitions, when counted
         self._next_sweep = time.monotonic() + settings.state_sweep_interval_s
+        self._next_group_check = time.monotonic()  # at start: groups that ended while it was down
         self._pipeline: Pipeline | None = None
         self._started = False
         self.lag_interval_s = LAG_INTERVAL_S
@@ -312,6 +313,8 @@ class Router:
             await self._settle()
         if time.monotonic() >= self._next_sweep:
             await self._sweep()
+        elif time.monotonic() >= self._next_group_check:
+            await self._sweep(tombstones=False)
         return True
 
     async def _restart(self, reason: str) -> None:
@@ -433,23 +436,33 @@ class Router:
             self._outbox_partitions = total
         return len(self._owned) >= self._outbox_partitions
 
-    async def _sweep(self) -> None:
-        """Delete the state entries that expired (tombstones, in a transaction of their own)."""
+    async def _sweep(self, *, tombstones: bool = True) -> None:
+        """Delete the state entries that expired (tombstones), and close the case groups whose end
+        date has passed, telling their members: in a transaction of their own."""
         await self._settle()
-        self._next_sweep = time.monotonic() + self.settings.state_sweep_interval_s
-        producer = self._producer
+        if tombstones:
+            self._next_sweep = time.monotonic() + self.settings.state_sweep_interval_s
+        self._next_group_check = time.monotonic() + self.settings.case_group_check_s
+        producer, pipeline = self._producer, self._pipeline
         assert producer is not None
+        assert pipeline is not None
         now_ms = int(time.time() * 1000)
         names = self.settings.topics
-        expired = {table: table.items.expired(now_ms, SWEEP_BATCH)
+        expired = {table: table.items.expired(now_ms, SWEEP_BATCH) if tombstones else []
                    for table in (self.state.routed, self.state.consents)}
-        if not any(expired.values()):
+        endings = BatchOutcome()
+        ended = pipeline.end_case_groups(now_ms, endings)
+        if not any(expired.values()) and not ended:
             return
         try:
             producer.begin_transaction()
             for table, keys in expired.items():
                 for key in keys:
                     self._produce(producer, table.topic, key.encode(), None)
+            for o in endings.outputs:
+                self._produce(producer, o.topic, o.key, o.value)
+            for key, value in endings.case_groups.items():
+                self._produce(producer, names.casegroups, key.encode(), json_bytes(value))
             await asyncio.to_thread(producer.commit_transaction, self._call_timeout_s)
         except KafkaException as exc:
             await self._abort([], exc)
@@ -457,8 +470,10 @@ class Router:
         for table, keys in expired.items():
             for key in keys:
                 table.put_local(key, None)
+        for key, value in endings.case_groups.items():
+            self.state.casegroups.put_local(key, value)
         log.info("expired state deleted", routed=len(expired[self.state.routed]),
-                 consents=len(expired[self.state.consents]), topic=names.routed)
+                 consents=len(expired[self.state.consents]), case_groups_ended=ended, topic=names.routed)
         if any(len(keys) == SWEEP_BATCH for keys in expired.values()):
             self._next_sweep = time.monotonic()  # more are due: go on after the next batch
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from liaison.case_groups import INVITING, CaseGroup, answered, changed, proposed
+from liaison.case_groups import INVITING, CaseGroup, answered, changed, ended, proposed
 from liaison.codec import Codec, random_uuid
 from liaison.deadlines_table import DeadlineTable, default_table
 from liaison.directory import BIOMETRIC_CATEGORIES, Officer, country_of
@@ -506,6 +506,32 @@ class Pipeline:
         code = R.CASE_GROUP_JOINED if accepted else R.CASE_GROUP_DECLINED
         self._record(src, "Reply", reply, out, code=code, now=now,
                      reason=f"{env['originator']} {verb} the case group {name}.")
+
+    def end_case_groups(self, now: int, out: BatchOutcome) -> int:
+        """Groups whose end date has passed, closed on record, each member told (GROUP_CHANGED). The
+        engine already routes nothing to them; this tells the members and audits the end."""
+        due = [CaseGroup.from_value(v) for _, v in self.state.casegroups.items.items()
+               if v.get("status") == "ACTIVE" and int(v["ends_at"]) <= now]
+        for group in due:
+            after = ended(group, now)
+            out.case_groups[group.name] = after.to_value()
+            opened = next((h.get("message_id") for h in group.history if h.get("action") == "PROPOSED"), None)
+            what = f"The case group {group.name} reached its end date and reaches nobody now."
+            about: dict[str, Any] = {"message_id": opened or random_uuid(), "originator": group.initiator,
+                     "case_id": group.case_id, "correlation_id": None, "derived_from": None, "tlp": "AMBER",
+                     "handling_codes": [], "data_categories": [], "trace_id": None}
+            state = Source(self.topics.casegroups, -1, -1, None, group.name.encode(), None)
+            note = Decision(recipient="", outcome="DELIVER", reason_code=R.CASE_GROUP_ENDED, reason=what,
+                            rule="state")
+            audit = self._audit(state, "Query", {"envelope": about}, note, now=now, decision="RECORDED")
+            audit["recipient"] = None
+            out.outputs.append(Output(self.topics.audit, group.name.encode(),
+                                      self.codec.encode("AuditRecord", audit)))
+            for code in sorted(group.members):
+                out.outputs.append(Output(self.topics.receipts(code), group.name.encode(), self._receipt(
+                    code, "GROUP_CHANGED", about=None, message_type="Query", recipient=group.initiator,
+                    reason_code=R.CASE_GROUP_ENDED, reason=what, about_id=opened, case_id=group.case_id)))
+        return len(due)
 
     # -- Prum II: a person confirms a biometric match before data follows --------------------------
     def _match_pending(self, src: Source, reply: dict[str, Any], out: BatchOutcome, view: RoutedView, *,

@@ -56,6 +56,9 @@ class RouterSettings(StatefulSettings):
     state_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often expired state entries are looked for and deleted "
                                          "(tombstones in bus.routed and bus.consents).")
+    case_group_check_s: float = Field(
+        default=30.0, gt=0, description="How often case groups past their end date are looked for, "
+                                        "closed, and their members told.")
 
     # -- what one input may cost (see services/router/limits.py) --------------------------------
     max_record_bytes: int = Field(default=900 * 1024, ge=1024, description="Largest outbox record routed.")

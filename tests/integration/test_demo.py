@@ -29,7 +29,7 @@ def test_the_demo_runs_secured_and_the_broker_refuses_what_acls_do_not_allow(
         asyncio.run(play(stack.admin_settings(), Out(), stack.agency_settings))
     finally:
         stopped = stack.down()
-    assert stopped == ["deadlines", "router", "registry", "kafka"]
+    assert stopped == ["delegations", "deadlines", "router", "registry", "kafka"]
     out = capsys.readouterr().out
 
     assert "RESTRICTED_BY_ORIGINATOR" in out  # the sharing rules were at work...

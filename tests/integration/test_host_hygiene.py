@@ -123,7 +123,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     try:
         yield Up(stack, spawns)
     finally:
-        assert stack.down() == ["deadlines", "router", "registry", "kafka"]
+        assert stack.down() == ["delegations", "deadlines", "router", "registry", "kafka"]
 
 
 async def _configs(settings: KafkaSettings, kind: ConfigResourceType, name: str) -> dict[str, str]:

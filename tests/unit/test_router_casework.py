@@ -35,6 +35,7 @@ class MemoryTables(RoutedView):
         self.routed = SimpleNamespace(items={})
         self.consents: dict[str, Any] = {}
         self.groups: dict[str, Any] = {}
+        self.casegroups = SimpleNamespace(items=self.groups)
         super().__init__(self.routed.items.get, self.consents.__contains__, self.consents.get,
                          self.groups.get)
 
@@ -178,6 +179,35 @@ def test_a_case_group_is_formed_joined_addressed_and_closed(bus: Harness) -> Non
     assert not bus.delivered(after, TOPICS.inbox("Alert", "FR-PN"))
     (receipt,) = bus.delivered(after, TOPICS.receipts("DE-BKA"))
     assert receipt["reason_code"] == R.GROUP_EXPIRED
+
+
+def test_a_group_past_its_end_date_is_closed_once_and_its_members_told(bus: Harness) -> None:
+    soon = b.now_ms() + 60_000
+    propose = b.query(b.envelope("FR-PN", to=["DE-BKA"], case_id="ORION"), "Join JIT-ORION?",
+                      case_group=b.case_group_change("JIT-ORION", "PROPOSE", ends_at=soon))
+    bus.send("Query", propose)
+    bus.send("Reply", b.invitation_answer(b.envelope("DE-BKA",
+                                                     correlation_id=propose["envelope"]["message_id"]),
+                                          accept=True))
+    early = BatchOutcome()
+    assert bus.pipeline.end_case_groups(soon - 1, early) == 0
+    assert not early.outputs
+    out = BatchOutcome()
+    assert bus.pipeline.end_case_groups(soon, out) == 1
+    bus.state.commit(out)
+    told = {r["envelope"]["addressing"]["agencies"][0]: r for r in
+            bus.delivered(out, TOPICS.receipts("FR-PN")) + bus.delivered(out, TOPICS.receipts("DE-BKA"))}
+    assert set(told) == {"FR-PN", "DE-BKA"}
+    assert {r["kind"] for r in told.values()} == {"GROUP_CHANGED"}
+    assert {r["reason_code"] for r in told.values()} == {R.CASE_GROUP_ENDED}
+    (audit,) = bus.audit(out)
+    assert (audit["decision"], audit["reason_code"]) == ("RECORDED", R.CASE_GROUP_ENDED)
+    assert audit["message_id"] == propose["envelope"]["message_id"]
+    group = CaseGroup.from_value(bus.state.groups["JIT-ORION"])
+    assert group.status == "CLOSED"
+    assert group.history[-1]["action"] == "ENDED"
+    again = BatchOutcome()
+    assert bus.pipeline.end_case_groups(soon + 1, again) == 0  # closed: never told twice
 
 
 def _hit_check(bus: Harness) -> str:

@@ -1,0 +1,1 @@
+"""The delegations service: ends a liaison officer's broker access when its delegation ends."""
