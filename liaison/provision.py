@@ -8,6 +8,7 @@ principal keeps its password (only one without a credential file here gets a new
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +54,8 @@ async def provision(settings: KafkaSettings, directory_file: Path = DEFAULT_DIRE
     directory = Directory.from_file(directory_file)
     names = settings.topics
     specs = names.bus_topics(partitions=partitions, audit_retention_ms=audit_retention_ms)
-    for agency in directory.agencies:
-        specs += names.agency_topic_specs(agency)
+    for code in [*directory.agencies, *directory.officers]:  # an officer has an agency's set of topics
+        specs += names.agency_topic_specs(code)
     topics = await reconcile_topics(settings, specs)
     async with CompactedTable(settings, names.directory) as current:
         entries = dict(current.items)
@@ -63,7 +64,9 @@ async def provision(settings: KafkaSettings, directory_file: Path = DEFAULT_DIRE
     if credentials is not None:
         # what the topic holds now: its entries, the file's written over them (nothing is pruned)
         published = Directory.from_entries(entries | dict(directory.entries()))
-        active = sorted(code for code, agency in published.agencies.items() if agency.active)
+        now = int(time.time() * 1000)
+        active = sorted([*(code for code, agency in published.agencies.items() if agency.active),
+                         *(code for code, officer in published.officers.items() if officer.in_force(now))])
         endpoints = Endpoints(settings.bootstrap_servers, settings.registry_url,
                               Path(settings.ssl_cafile) if settings.ssl_cafile else None)
         secured = await secure_principals(settings, credentials, endpoints, active)

@@ -54,3 +54,4 @@ def kafka_bootstrap() -> Iterator[str]:
             yield broker.config.bootstrap
         finally:
             broker.stop(grace_s=20)
+

@@ -28,7 +28,7 @@ from liaison.codec import Codec, UnknownSchemaId
 from liaison.contract import learn_unknown, ready_codec
 from liaison.core.lifecycle import AsyncResource
 from liaison.core.settings import KafkaSettings
-from liaison.directory import check_agency_code
+from liaison.directory import OFFICER_CODE, check_agency_code
 from liaison.errors import BrokerUnavailable, DecodeError, LiaisonError
 from liaison.registry_client import RegistryClient
 from liaison.schemas import MESSAGE_TYPES
@@ -269,13 +269,16 @@ class AgencyClient(AsyncResource):
 
     Args:
         settings: how to reach the broker and the registry (`load(KafkaSettings)` reads LIAISON_*).
-        agency: the agency's code, e.g. FR-PN; its topics must exist (`liaison agency add`).
+        agency: the agency's code, e.g. FR-PN; its topics must exist (`liaison agency add`). Or a
+            liaison officer's code, e.g. FR-PN-BOGOTA (`liaison officer post`): it sends for its
+            agency, naming itself in envelope.officer.
         codec: a ready Codec to use instead of asking the registry (tests, or many clients at once).
     """
 
     def __init__(self, settings: KafkaSettings, agency: str, *, codec: Codec | None = None) -> None:
         self.settings = settings
-        self.agency = check_agency_code(agency.strip().upper(), "agency")
+        code = agency.strip().upper()
+        self.agency = code if OFFICER_CODE.match(code) else check_agency_code(code, "agency")
         self._codec = codec
         self._registry: RegistryClient | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -357,10 +360,12 @@ class AgencyClient(AsyncResource):
         if not isinstance(env, dict) or "message_id" not in env:
             raise MessageError("the record has no envelope with a message_id: build it with "
                                "liaison.sdk.envelope(...)")
-        if env.get("originator") != self.agency:
+        sender = env.get("officer") or env.get("originator")
+        if sender != self.agency:
             raise MessageError(
-                f"this client sends for {self.agency}, but the envelope names {env.get('originator')!r} "
-                "as originator; the router would dead-letter it (SPOOFED_ORIGINATOR)")
+                f"this client sends for {self.agency}, but the envelope names {sender!r} as "
+                f"{'officer' if env.get('officer') else 'originator'}; the router would dead-letter it "
+                "(SPOOFED_ORIGINATOR)")
         value = self.codec.encode(message_type, record)
         topic = self.settings.topics.outbox(message_type, self.agency)
         try:

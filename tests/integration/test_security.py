@@ -14,12 +14,9 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -38,87 +35,33 @@ from liaison import onboarding
 from liaison.contract import register_all
 from liaison.core.runner import ShutdownSignal
 from liaison.core.settings import KafkaSettings
-from liaison.errors import LocalBrokerError
-from liaison.local.broker import BrokerConfig, BrokerSecurity, LocalBroker, free_port
 from liaison.provision import provision
 from liaison.registry_client import RegistryClient, basic_auth_header
 from liaison.sdk import AgencyClient, envelope, query, reply
-from liaison.security.acls import DEADLINES, REGISTRY, ROUTER, agency_grants, schemas_topic, username
+from liaison.security.acls import DEADLINES, REGISTRY, ROUTER, agency_grants
 from liaison.security.admin import SecurityAdmin, SecurityAdminError
 from liaison.security.bus import secure_principals
-from liaison.security.credentials import ADMIN, Credential, CredentialFiles, Endpoints, new_password
-from liaison.security.tls import DevTls
-from liaison.topics import Topics
+from liaison.security.credentials import ADMIN, Credential, Endpoints, new_password
 from services.deadlines.app import DeadlineService
 from services.deadlines.settings import DeadlinesSettings
-from services.registry.app import RegistryServer
-from services.registry.settings import RegistrySettings
 from services.router.app import Router
 from services.router.settings import RouterSettings
+from tests.secured_harness import Cluster, registry_server, secured_broker
 
 PREFIX = "sec."
 AGENCIES = ["FR-PN", "DE-BKA", "NL-KLPD", "PL-KGP", "SG-SPF", "US-FBI", "INT-IPSG"]
 
 
-@dataclass(frozen=True)
-class Cluster:
-    broker: LocalBroker
-    tls: DevTls
-    files: CredentialFiles
-    admin_password: SecretStr
-
-    @property
-    def bootstrap(self) -> str:
-        return self.broker.config.bootstrap
-
-    def admin(self, **changes: Any) -> KafkaSettings:
-        return self.broker.config.admin_settings().model_copy(update={"topic_prefix": PREFIX, **changes})
-
-    @staticmethod
-    def user(name: str) -> str:
-        """The Kafka user of agency or service `name` on this module's bus: `sec.FR-PN`."""
-        return username(Topics(PREFIX), name)
-
-    def as_user(self, name: str, password: SecretStr | None = None, **changes: Any) -> KafkaSettings:
-        """How agency or service `name` connects: its credential file, or the password given."""
-        cred = self.files.read(self.user(name))
-        secret = password or (cred.password if cred else SecretStr("none"))
-        return self.admin(sasl_username=self.user(name), sasl_password=secret, **changes)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with tempfile.TemporaryDirectory(prefix="liaison-secured-") as home:
-        tls, files = DevTls(Path(home) / "tls"), CredentialFiles(Path(home) / "secrets")
-        password = new_password()
-        broker = LocalBroker(BrokerConfig(home=Path(home) / "kafka", port=free_port(),
-                                          controller_port=free_port(), heap_mb=512,
-                                          security=BrokerSecurity(tls, password)))
-        try:
-            broker.start(timeout_s=90)
-        except LocalBrokerError as exc:
-            pytest.fail(f"could not start the secured broker: {exc}", pytrace=False)
-        try:
-            found = Cluster(broker, tls, files, password)
-            settings = found.admin()
-            asyncio.run(provision(settings))
-            asyncio.run(secure_principals(settings, files, Endpoints(found.bootstrap, "", tls.ca_cert),
-                                          AGENCIES))
-            yield found
-        finally:
-            broker.stop(grace_s=20)
-
-
-@contextlib.asynccontextmanager
-async def registry_server(cluster: Cluster) -> AsyncIterator[RegistryServer]:
-    """The registry as its own principal, HTTPS, writes for the admin only."""
-    settings = RegistrySettings(**cluster.as_user(REGISTRY).model_dump(), registry_port=0, registry_auth=True,
-                                registry_topic=schemas_topic(Topics(PREFIX)),
-                                registry_writers=ADMIN, registry_auth_cache_s=0,
-                                registry_tls_certfile=cluster.tls.server_cert,
-                                registry_tls_keyfile=cluster.tls.server_key)
-    async with RegistryServer(settings) as server:
-        yield server
+    """A broker of the module's own (the modules that import this fixture get one each)."""
+    with secured_broker() as secured:
+        found = Cluster.on(secured, PREFIX)
+        settings = found.admin()
+        asyncio.run(provision(settings))
+        asyncio.run(secure_principals(settings, found.files,
+                                      Endpoints(found.bootstrap, "", found.tls.ca_cert), AGENCIES))
+        yield found
 
 
 async def _denied_read(settings: KafkaSettings, topic: str, group: str | None = None) -> None:
