@@ -1,6 +1,15 @@
 """The Python SDK for agency systems: build, send and receive bus messages."""
 
-from liaison.sdk.builders import MessageError, alert, envelope, query, reply
+from liaison.sdk.builders import (
+    MessageError,
+    alert,
+    case_group_change,
+    envelope,
+    invitation_answer,
+    match_confirmation,
+    query,
+    reply,
+)
 from liaison.sdk.client import (
     AgencyClient,
     AgencyNotOnboarded,
@@ -23,7 +32,10 @@ __all__ = [
     "TopicMissing",
     "UndecodableMessage",
     "alert",
+    "case_group_change",
     "envelope",
+    "invitation_answer",
+    "match_confirmation",
     "query",
     "reply",
 ]
