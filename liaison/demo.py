@@ -3,7 +3,10 @@
 Every rule of the sharing policy is shown at work: hub review of a Red Notice with a restricted
 country, a TLP:RED bilateral exchange, an urgent query with its legal deadline, biometric data to
 partners without an agreement, a FLAG on an alert, a neutrality hold, and bad input dead-lettered
-while traffic flows. The bus is left running for the user to explore with the CLI.
+while traffic flows. A second chapter shows case-based cooperation: a joint team formed on the
+bus and closed, a liaison officer working a case abroad, a request with its SPOC copy, and a
+fingerprint hit confirmed by a person before the data follows. The bus is left running for the
+user to explore with the CLI.
 """
 
 from __future__ import annotations
@@ -19,14 +22,24 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from liaison import officers
 from liaison.cli.output import Out
 from liaison.codec import Codec
 from liaison.contract import ready_codec
 from liaison.core.logs import kafka_client_logs_silenced
 from liaison.core.settings import KafkaSettings
 from liaison.errors import LiaisonError
+from liaison.onboarding import AccessControl, access_control
 from liaison.registry_client import RegistryClient
-from liaison.sdk import alert, envelope, query, reply
+from liaison.sdk import (
+    alert,
+    case_group_change,
+    envelope,
+    invitation_answer,
+    match_confirmation,
+    query,
+    reply,
+)
 from liaison.sdk.builders import subject
 from liaison.security.acls import agency_group_prefix
 
@@ -169,7 +182,8 @@ def _follow_ups(first: list[Step]) -> list[Step]:
     ]
 
 
-ICONS = {"DELIVERED": "delivered", "REDACTED": "delivered, redacted", "DENIED": "REFUSED", "HELD": "held"}
+ICONS = {"DELIVERED": "delivered", "REDACTED": "delivered, redacted", "DENIED": "REFUSED", "HELD": "held",
+         "RECORDED": "on record", "WAIVED": "copy waived"}
 
 
 def _describe(step: Step, decisions: list[dict[str, Any]], out: Out) -> None:
@@ -179,15 +193,17 @@ def _describe(step: Step, decisions: list[dict[str, Any]], out: Out) -> None:
     if step.message_type == "Query" and step.record.get("deadline"):
         hours = (step.record["deadline"] - env["created_at"]) / 3_600_000
         extra = f", answer due within {hours:.0f} h"
-    out.console.print(f"  {step.message_type} {env['message_id'][:8]} from {env['originator']}"
+    by = f" (liaison officer {env['officer']})" if env.get("officer") else ""
+    out.console.print(f"  {step.message_type} {env['message_id'][:8]} from {env['originator']}{by}"
                       f", TLP:{env['tlp'].replace('_', '+')}{extra}")
     for d in sorted(decisions, key=lambda d: (d["decision"], d["recipient"] or "")):
         why = f" - {d['reason_code']}: {d['reason']}" if d["reason_code"] else ""
         if d["redactions"] and not d["reason"]:
             why += f" (removed: {', '.join(d['redactions'])})"
-        colour = {"DENIED": "red", "HELD": "yellow", "REDACTED": "magenta"}.get(d["decision"], "green")
+        colour = {"DENIED": "red", "HELD": "yellow", "REDACTED": "magenta", "RECORDED": "cyan",
+                  "WAIVED": "yellow"}.get(d["decision"], "green")
         out.console.print(f"    [{colour}]{ICONS.get(d['decision'], d['decision']):<20}[/{colour}]"
-                          f" {d['recipient']}{why}")
+                          f" {d['recipient'] or 'the bus'}{why}")
 
 
 class Agencies:
@@ -240,10 +256,117 @@ async def _trespass(settings: KafkaSettings, out: Out) -> None:
         await consumer.stop()
         await producer.stop()
 
+DAY_MS = 86_400_000
+
+
+async def _casework(send: Callable[[Step], Awaitable[None]], observer: Observer, out: Out, *,
+                    settings: KafkaSettings, access: AccessControl | None,
+                    settings_of: Callable[[str], KafkaSettings] | None) -> None:
+    """Chapter two: the four rules of case-based cooperation, as the members themselves drive them."""
+    run = format(int(time.time()) % 0xFFFFF, "X")  # names of this run: a rerun forms a new team
+
+    async def show(step: Step, count: int = 1) -> None:
+        await send(step)
+        _describe(step, await observer.decided(step.message_id, count=count), out)
+
+    out.console.print("\n[bold underline]Case-based cooperation[/bold underline]")
+    # posted first: the router has the directory entry by the time the officer's case comes up
+    out.console.print("\n[bold]France posts a liaison officer in Bogota for case OP-CONDOR and Colombia"
+                      "[/bold] (`liaison officer post FR-PN BOGOTA`)")
+    if any(v.officer.code == "FR-PN-BOGOTA" and v.in_force for v in await officers.list_officers(settings)):
+        await officers.revoke_officer(settings, "FR-PN-BOGOTA", access=access)  # a run cut short left it
+    officer = await officers.post_officer(settings, "FR-PN", "BOGOTA", post="Bogota, Colombia",
+                                          cases=["OP-CONDOR"], countries=["CO"],
+                                          ends_at=int(time.time() * 1000) + 180 * DAY_MS, access=access)
+    for line in officer.access:
+        out.console.print(f"    {line.split(';')[0]}")
+    team, ends = f"JIT-ATLAS-{run}", int(time.time() * 1000) + 180 * DAY_MS
+    propose = Step(f"France proposes the joint investigation team {team} to Spain and the Netherlands",
+                   "Query", query(envelope("FR-PN", to=["ES-CNP", "NL-KLPD"], case_id=f"ATLAS-{run}",
+                                           purpose="Joint investigation team on a cocaine route",
+                                           legal_basis="EU MLA Convention 2000 Art. 13; FD 2002/465/JHA"),
+                                  f"Join {team} for six months?",
+                                  case_group=case_group_change(team, "PROPOSE", ends_at=ends)))
+    await show(propose, 3)
+    for code, title in (("ES-CNP", "Spain accepts"), ("NL-KLPD", "The Netherlands accept")):
+        await show(Step(title, "Reply", invitation_answer(
+            envelope(code, correlation_id=propose.message_id, case_id=f"ATLAS-{run}"), accept=True)), 2)
+    await show(Step(f"Spain writes to {team}: only its members receive it", "Alert", alert(
+        envelope("ES-CNP", groups=[team], case_id=f"ATLAS-{run}"), kind="DIFFUSION", reference=f"ATLAS-{run}",
+        offence="container of cocaine expected in Rotterdam")), 2)
+    await show(Step(f"Italy, not a member, writes to {team}", "Alert", alert(
+        envelope("IT-PS", groups=[team], case_id=f"ATLAS-{run}"), kind="DIFFUSION")))
+    await show(Step(f"France closes {team}: its members are told, and it reaches nobody now", "Query", query(
+        envelope("FR-PN", groups=[team], case_id=f"ATLAS-{run}"), "The team's work is done.",
+        case_group=case_group_change(team, "CLOSE"))))
+
+    out.console.print("\n[bold]France's liaison officer in Bogota works case OP-CONDOR[/bold]")
+    tip = Step("Colombia asks France about a courier in OP-CONDOR: the officer gets a marked copy", "Query",
+               query(envelope("CO-PONAL", to=["FR-PN"], case_id="OP-CONDOR"),
+                     "Is the courier on flight AF 423 known to you?"))
+    await show(tip, 2)
+    await show(Step("The officer answers for France (the envelope names both)", "Reply", reply(
+        envelope("FR-PN", correlation_id=tip.message_id, case_id="OP-CONDOR", officer="FR-PN-BOGOTA"),
+        "HIT", information="Known to the Police nationale: a courier of the network since 2024."),
+        outbox_of="FR-PN-BOGOTA"))
+    revoked = await officers.revoke_officer(settings, "FR-PN-BOGOTA", access=access)
+    out.console.print("  France revokes the delegation (`liaison officer revoke`): "
+                      + ("; ".join(revoked.access) or "the router stops at once"))
+    if settings_of is not None and settings.security_protocol != "PLAINTEXT":
+        await _shut_out(settings_of("FR-PN-BOGOTA"), out)
+
+    await show(Step("The Gendarmerie (a designated authority) asks Germany's SPOC: France's SPOC gets a "
+                    "copy (Directive 2023/977 Art. 4(1))", "Query", query(
+                        envelope("FR-GN", to=["DE-BKA"], case_id=f"GN-{run}"),
+                        "Is the van with plate B-KX-4410 known to you?")), 2)
+    await show(Step("The same, skipping the copy on an Art. 4(2) ground, which the audit keeps", "Query",
+                    query(envelope("FR-GN", to=["DE-BKA"], case_id=f"GN-{run}",
+                                   spoc_copy_waiver="HIGHLY_SENSITIVE_INVESTIGATION"),
+                          "Is the owner of that van known to you?")), 2)
+
+    check = Step("France runs a fingerprint search in Germany (Prüm)", "Query", query(
+        envelope("FR-PN", to=["DE-BKA"], case_id=f"PRUM-{run}", categories=["FINGERPRINT"]),
+        "Do these prints match a record of yours?", kind="HIT_CHECK",
+        criteria={"fingerprint_ref": f"FR-AFIS-{run}"}))
+    await show(check)
+    reference = f"DE-AFIS-{run}"
+    await show(Step("Germany: HIT, reference only; the match awaits a person's confirmation", "Reply", reply(
+        envelope("DE-BKA", correlation_id=check.message_id, case_id=f"PRUM-{run}"), "HIT",
+        reference=reference)), 2)
+    request = Step("France asks for the person's data: held until the match is confirmed", "Query", query(
+        envelope("FR-PN", to=["DE-BKA"], case_id=f"PRUM-{run}"), "Your data on the person of the hit.",
+        kind="DATA_REQUEST", reference=reference))
+    await show(request)
+    await show(Step("A fingerprint expert in Germany confirms the match: the request goes through", "Reply",
+                    reply(envelope("DE-BKA", correlation_id=check.message_id, case_id=f"PRUM-{run}"), "HIT",
+                          reference=reference,
+                          confirmation=match_confirmation("KHK Weber, AFIS unit"))), 2)
+    released = await observer.decided(request.message_id, count=2)
+    out.console.print(f"  ...and the held request: {released[-1]['decision'].lower()} to "
+                      f"{released[-1]['recipient']}")
+
+
+async def _shut_out(officer: KafkaSettings, out: Out) -> None:
+    """The revoked officer's credential no longer opens the broker."""
+    names = officer.topics
+    consumer = AIOKafkaConsumer(names.inbox("Query", "FR-PN-BOGOTA"), **officer.kafka_kwargs(),
+                                group_id=None, request_timeout_ms=10_000)
+    try:
+        with kafka_client_logs_silenced():
+            await consumer.start()
+        out.console.print("    [red]ALLOWED (the revoked officer still logs in!)[/red]")
+    except KafkaError as exc:
+        out.console.print(f"    [green]{'refused by broker':<20}[/green] FR-PN-BOGOTA reads its inbox: "
+                          f"{type(exc).__name__}")
+    finally:
+        await consumer.stop()
+
 
 async def play(settings: KafkaSettings, out: Out,
-               settings_of: Callable[[str], KafkaSettings] | None = None) -> None:
-    """The scenario; `settings` are the operator's (reading the audit), `settings_of` each agency's."""
+               settings_of: Callable[[str], KafkaSettings] | None = None, *,
+               access: AccessControl | None = None) -> None:
+    """The scenario; `settings` are the operator's (reading the audit), `settings_of` each agency's,
+    `access` gives a posted liaison officer its credential and ACLs on a secured bus."""
     async with RegistryClient.from_settings(settings) as client:
         codec = await ready_codec(client)
     observer = Observer(settings, codec)
@@ -280,6 +403,7 @@ async def play(settings: KafkaSettings, out: Out,
                               f" offset {letter['source_offset']}: {letter['error']}")
         if settings_of is not None and settings.security_protocol != "PLAINTEXT":
             await _trespass(settings_of("US-FBI"), out)
+        await _casework(send, observer, out, settings=settings, access=access, settings_of=settings_of)
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -299,7 +423,8 @@ def run_demo(out: Out) -> None:
     out.console.print("[bold]Liaison demo[/bold]: 15 agencies of 12 countries, an INTERPOL-style hub "
                       f"(INT-IPSG) and Europol (EU-EUROPOL), on a local Kafka broker ({mode}); "
                       "each agency sends with its own credential.")
-    asyncio.run(play(stack.admin_settings(), out, stack.agency_settings))
+    access = access_control(stack.admin_settings(), stack.files) if stack.secure else None
+    asyncio.run(play(stack.admin_settings(), out, stack.agency_settings, access=access))
     out.console.print(f"\nDone in {time.monotonic() - started:.0f} s. The bus is still running; after "
                       "`source .venv/bin/activate`, try:\n"
                       "  liaison status                      what runs, and where its logs are\n"
@@ -308,5 +433,7 @@ def run_demo(out: Out) -> None:
                       "                                      the same, logged in as the Netherlands\n"
                       "  liaison receipts FR-PN              what France was told about its messages\n"
                       "  liaison case FR-2026-0117           the whole Red Notice case, from the audit\n"
+                      "  liaison case-group list             the joint teams formed on the bus\n"
+                      "  liaison officer list                the liaison officers and their delegations\n"
                       "  liaison deadletter list             the refused input and why\n"
                       "  make down                           stop everything")

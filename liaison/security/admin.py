@@ -157,8 +157,13 @@ class SecurityAdmin:
         if user not in await self.users_with_credentials([user]):
             return False
         change: Any = UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)
-        await self._call(f"deleting the SCRAM credential of {user}", lambda admin: _wait(
-            admin.alter_user_scram_credentials([change], request_timeout=self.timeout_s)))
+        try:
+            await self._call(f"deleting the SCRAM credential of {user}", lambda admin: _wait(
+                admin.alter_user_scram_credentials([change], request_timeout=self.timeout_s)))
+        except SecurityAdminError:
+            if user in await self.users_with_credentials([user]):
+                raise
+            return False  # another admin (the delegations service, say) deleted it meanwhile
         return True
 
     # -- ACLs --------------------------------------------------------------------------------------

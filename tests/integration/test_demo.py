@@ -15,6 +15,7 @@ from liaison.cli.output import Out
 from liaison.demo import play
 from liaison.local.broker import BrokerConfig, free_port
 from liaison.local.stack import SERVICES, LocalStack
+from liaison.onboarding import access_control
 
 
 def test_the_demo_runs_secured_and_the_broker_refuses_what_acls_do_not_allow(
@@ -26,7 +27,8 @@ def test_the_demo_runs_secured_and_the_broker_refuses_what_acls_do_not_allow(
         rows = stack.up(timeout_s=90)
         assert all(row.pid is not None for row in rows), rows
         assert stack.registry_url.startswith("https://")
-        asyncio.run(play(stack.admin_settings(), Out(), stack.agency_settings))
+        access = access_control(stack.admin_settings(), stack.files)
+        asyncio.run(play(stack.admin_settings(), Out(), stack.agency_settings, access=access))
     finally:
         stopped = stack.down()
     assert stopped == ["delegations", "deadlines", "router", "registry", "kafka"]
@@ -35,8 +37,14 @@ def test_the_demo_runs_secured_and_the_broker_refuses_what_acls_do_not_allow(
     assert "RESTRICTED_BY_ORIGINATOR" in out  # the sharing rules were at work...
     assert "BAD_MAGIC_BYTE" in out
     assert "SPOOFED_ORIGINATOR" in out
-    assert out.count("refused by broker") == 3  # ...and the broker's ACLs
+    assert out.count("refused by broker") == 4  # ...and the broker's ACLs, the revoked officer's too
     assert "ALLOWED" not in out
+    for code in ("CASE_GROUP_PROPOSED", "CASE_GROUP_JOINED", "NOT_A_GROUP_MEMBER", "CASE_GROUP_CLOSED",
+                 "OFFICER_COPY", "SPOC_COPY_ART_4_1", "SPOC_COPY_WAIVED", "MATCH_PENDING",
+                 "MATCH_NOT_CONFIRMED", "MATCH_CONFIRMED"):  # case-based cooperation, all four rules
+        assert code in out, code
+    assert "liaison officer FR-PN-BOGOTA" in out
+    assert "...and the held request: delivered to DE-BKA" in out
 
     secrets = sorted((tmp_path / "secrets").glob("*.env"))
     assert {p.stem for p in secrets} >= {"liaison-admin", "liaison-router", "liaison-registry", "FR-PN"}
