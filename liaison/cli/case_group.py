@@ -95,7 +95,7 @@ def show(
     group = next((g for g in formed if g.name == wanted), None)
     if group is None:
         if any(e["name"] == wanted for e in static):
-            fail(f"{wanted} is a static case group of the directory (`liaison agency list` shows its "
+            fail(f"{wanted} is a static case group of the directory (`liaison case-group list` shows its "
                  "members); it has no history on the bus")
         fail(f"no case group {wanted} was formed on the bus (`liaison case-group list` shows them)")
     now = int(time.time() * 1000)

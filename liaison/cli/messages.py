@@ -32,7 +32,7 @@ from typer.core import TyperCommand, TyperGroup
 from liaison.audit_view import Item, TopicScan, ms_to_text
 from liaison.cli.output import Out, fail
 from liaison.core.settings import KafkaSettings, S, load
-from liaison.directory import check_agency_code, to_ms
+from liaison.directory import OFFICER_CODE, check_agency_code, to_ms
 from liaison.errors import ConfigError, LiaisonError, RegistryError
 from liaison.schemas import MESSAGE_TYPES
 from liaison.sdk import builders
@@ -99,6 +99,13 @@ def agency_code(value: str | None) -> str | None:
         return check_agency_code(value.strip().upper(), "agency")
     except ConfigError as exc:
         raise typer.BadParameter(str(exc).removeprefix("agency: ")) from None
+
+
+def sender_code(value: str | None) -> str | None:
+    """Typer callback: an agency code, or a liaison officer's code (FR-PN-BOGOTA), in upper case."""
+    if value is not None and OFFICER_CODE.match(value.strip().upper()):
+        return value.strip().upper()
+    return agency_code(value)
 
 
 def agency_codes(values: list[str] | None) -> list[str] | None:
@@ -230,14 +237,16 @@ _COMMON = {
     "restricted": "restricted", "categories": "categories", "data_categories": "categories",
     "priority": "priority", "purpose": "purpose", "legal_basis": "legal_basis", "language": "language",
     "derived_from": "derived_from", "expires": "expires_at", "expires_at": "expires_at",
-    "message_id": "message_id", "trace_id": "trace_id",
+    "message_id": "message_id", "trace_id": "trace_id", "officer": "officer",
+    "spoc_copy_waiver": "spoc_copy_waiver",
 }
 _BODY = {
     "Alert": {"kind", "colour", "color", "action", "reference", "subject", "status", "offence",
               "sensitivity", "description", "valid_until"},
     "Query": {"kind", "question", "subject", "criteria", "reference", "accessibility", "urgency_ground",
-              "deadline"},
-    "Reply": {"outcome", "refusal_ground", "reference", "data_owner", "subject", "information", "location"},
+              "deadline", "case_group"},
+    "Reply": {"outcome", "refusal_ground", "reference", "data_owner", "subject", "information", "location",
+              "confirmation"},
 }
 _LISTS = {"to", "groups", "handling", "restricted", "categories", "sensitivity"}
 _TIMES = {"expires_at", "deadline", "valid_until"}
@@ -352,10 +361,40 @@ def build_message(message_type: str, fields: Mapping[str, Any]) -> Record:
             raise MessageError("a query asks something: --question TEXT")
         if "criteria" in body:
             body["criteria"] = _criteria(body["criteria"])
+        if "case_group" in body:
+            body["case_group"] = _case_group(body["case_group"])
         return builders.query(env, str(body.pop("question")), **body)
     if "outcome" not in body:
         raise MessageError("a reply has an outcome: --outcome HIT|NO_HIT|PARTIAL|REFUSED|FLAG|GRANTED")
+    if "confirmation" in body:
+        body["confirmation"] = _confirmation(body["confirmation"])
     return builders.reply(env, str(body.pop("outcome")), **body)
+
+
+def _case_group(value: Any) -> Record:
+    """`case_group: {group: JIT-X, action: PROPOSE, ends_at: 180d, members: [..]}`."""
+    if not isinstance(value, dict) or not {"group", "action"} <= set(value):
+        raise MessageError("case_group is a mapping with group and action (PROPOSE, ADD, REMOVE, EXTEND, "
+                           "CLOSE), and ends_at for PROPOSE and EXTEND")
+    if extra := sorted(set(value) - {"group", "action", "ends_at", "members"}):
+        raise MessageError(f"case_group: unknown key(s) {', '.join(extra)}")
+    ends = value.get("ends_at")
+    return builders.case_group_change(str(value["group"]), str(value["action"]),
+                                      ends_at=parse_time(ends,
+                                                         "case_group.ends_at") if ends is not None else None,
+                                      members=_as_list(value.get("members"), "case_group.members"))
+
+
+def _confirmation(value: Any) -> Record:
+    """`confirmation: {verified_by: "KHK Weber", confirmed: true, note: ...}`."""
+    if not isinstance(value, dict) or "verified_by" not in value:
+        raise MessageError("confirmation is a mapping with verified_by (and confirmed, note)")
+    if extra := sorted(set(value) - {"verified_by", "confirmed", "note"}):
+        raise MessageError(f"confirmation: unknown key(s) {', '.join(extra)}")
+    confirmed = value.get("confirmed", True)
+    if not isinstance(confirmed, bool):
+        raise MessageError("confirmation.confirmed is true or false")
+    return builders.match_confirmation(str(value["verified_by"]), confirmed=confirmed, note=value.get("note"))
 
 
 def _split_fields(message_type: str, fields: Mapping[str, Any]) -> tuple[Record, Record]:

@@ -18,11 +18,11 @@ from liaison.cli.messages import (
     JsonOpt,
     OneLineCommand,
     OneLineGroup,
-    agency_code,
     build_message,
     emit_json,
     message_type_of,
     read_mapping,
+    sender_code,
     styled,
     table,
 )
@@ -89,6 +89,8 @@ def explanation_dict(explanation: Explanation, record: Record) -> Record:
     out["rejection_rule"] = explanation.result.rejection.rule if explanation.result.rejection else None
     for item, detail in zip(out["recipients"], explanation.recipients, strict=True):
         item["reason"] = detail.decision.reason
+    out["waived"] = [{"recipient": d.recipient, "reason_code": d.reason_code, "reason": d.reason}
+                     for d in explanation.result.waived]  # SPOC copies skipped on an Art. 4(2) ground
     return out
 
 
@@ -99,9 +101,9 @@ def explain(
                                          show_default=False)],
     *,
     sender: Annotated[str | None, typer.Option(
-        "--as", callback=agency_code, metavar="AGENCY",
-        help="Whose outbox it is written to (default: its originator); also its originator when the "
-        "file names none.")] = None,
+        "--as", callback=sender_code, metavar="AGENCY",
+        help="Whose outbox it is written to (default: its originator), an agency or a liaison officer; "
+        "also its originator when the file names none.")] = None,
     message_type: Annotated[str | None, typer.Option(
         "--type", "-t", metavar="TYPE",
         help="alert, query or reply (default: the file's `type:` key).")] = None,
@@ -159,6 +161,8 @@ def _print(out: Out, explanation: Explanation, data: Record, *, verbose: bool) -
     table(out, "decisions", ["recipient", "reached via", "decision", "rule", "reason"], rows)
     if explanation.result.notify_hub:
         typer.echo(f"hubs told: {', '.join(explanation.result.notify_hub)}")
+    for waived in data["waived"]:
+        typer.echo(f"copy waived: {waived['recipient']} - {waived['reason_code']}: {waived['reason']}")
     if verbose:
         _checks(out, explanation)
 

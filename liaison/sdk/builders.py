@@ -146,8 +146,8 @@ def invitation_answer(env: dict[str, Any], *, accept: bool) -> dict[str, Any]:
     }
 
 
-def match_confirmation(verified_by: str, *, confirmed: bool = True, note: str | None = None) -> dict[str,
-                                                                                                     Any]:
+def match_confirmation(verified_by: str, *, confirmed: bool = True,
+                       note: str | None = None) -> dict[str, Any]:
     """Prum II: a person's verdict on a biometric match, for a reply to the HIT_CHECK."""
     if not verified_by.strip():
         raise MessageError("a match confirmation names the officer who verified it")
