@@ -116,6 +116,9 @@ def test_a_spoc_copy_is_delivered_marked_with_its_own_receipt(bus: Harness) -> N
     receipts = {r["recipient"]: r for r in bus.delivered(out, TOPICS.receipts("FR-PN"))}
     assert receipts["FR-SPOC"]["reason_code"] == R.SPOC_COPY_ART_4_1
     assert receipts["DE-SPOC"]["kind"] == "DELIVERED"
+    awaited = out.queries[ask["envelope"]["message_id"]]  # the deadlines service waits on DE-SPOC only
+    assert "DE-SPOC" in str(awaited)
+    assert "FR-SPOC" not in str(awaited)
 
 
 def test_a_waived_copy_is_audited_with_its_ground(bus: Harness) -> None:
