@@ -19,7 +19,7 @@ import structlog
 from liaison.case_groups import INVITING, CaseGroup, answered, changed, ended, proposed
 from liaison.codec import Codec, random_uuid
 from liaison.deadlines_table import DeadlineTable, default_table
-from liaison.directory import BIOMETRIC_CATEGORIES, Officer, country_of
+from liaison.directory import BIOMETRIC_CATEGORIES, Directory, Officer, country_of
 from liaison.errors import DecodeError
 from liaison.policy import Decision, PolicyEngine, RoutingResult, apply_redactions
 from liaison.policy import reasons as R  # short alias: the case-based rules cite many codes
@@ -386,7 +386,7 @@ class Pipeline:
                  view: RoutedView, now: int) -> None:
         """The inbox copies, officers' copies, audit records and receipts of one routing result."""
         env, key = record["envelope"], _key(record["envelope"])
-        officers = _officers_covering(self.engine(), env, now, sender=sender)
+        directory = self.engine().directory
         for decision in result.decisions:
             if decision.outcome == "DELIVER":
                 delivered.append(decision.recipient)
@@ -395,7 +395,7 @@ class Pipeline:
                                           if decision.redactions else record, decision.copy))
                 assert value is not None
                 out.outputs.append(Output(self.topics.inbox(message_type, decision.recipient), key, value))
-                for officer in officers.get(decision.recipient, ()):
+                for officer in _officers_covering(directory, decision.recipient, env, now, sender=sender):
                     self._officer_copy(src, message_type, record, decision, out, officer=officer, now=now)
             self._audit_decision(src, message_type, record, decision, now=now, out=out)
         for waived in result.waived:
@@ -720,19 +720,16 @@ def _marked(record: dict[str, Any], copy: tuple[str, str] | None) -> dict[str, A
     return {**record, "envelope": {**record["envelope"], "copy": {"kind": copy[0], "addressee": copy[1]}}}
 
 
-def _officers_covering(engine: PolicyEngine, env: dict[str, Any], now: int, *, sender: str
-                       ) -> dict[str, tuple[Officer, ...]]:
-    """Per agency with liaison officers in force whose delegation covers this message (its case, or
-    the originator's country), those officers; never the officer who sent it."""
-    directory = engine.directory
-    found: dict[str, tuple[Officer, ...]] = {}
-    if not directory.officers:
-        return found
+def _officers_covering(directory: Directory, agency: str, env: dict[str, Any], now: int, *,
+                       sender: str) -> list[Officer]:
+    """The agency's liaison officers in force whose delegation covers this message (its case, or
+    the originator's country); never the officer who sent it. Looked up per recipient: an agency
+    has a handful of officers, the directory may hold thousands."""
+    officers = directory.officers_of(agency)
+    if not officers:
+        return []
     case, country = env.get("case_id"), country_of(env["originator"])
-    for officer in directory.officers.values():
-        if officer.code != sender and officer.in_force(now) and officer.covers(case, (country,)):
-            found[officer.agency] = (*found.get(officer.agency, ()), officer)
-    return found
+    return [o for o in officers if o.code != sender and o.in_force(now) and o.covers(case, (country,))]
 
 
 def _biometric_categories(query: dict[str, Any]) -> list[str]:
