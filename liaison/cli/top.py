@@ -30,6 +30,7 @@ DEFAULT_URLS = {
     "registry": "http://127.0.0.1:9181/metrics",
     "router": "http://127.0.0.1:9182/metrics",
     "deadlines": "http://127.0.0.1:9183/metrics",
+    "delegations": "http://127.0.0.1:9184/metrics",
 }
 SCRAPE_TIMEOUT_S = 2.0
 
@@ -233,6 +234,15 @@ def _deadlines(cur: Scrape) -> Table:
     return table
 
 
+def _delegations(cur: Scrape) -> Table:
+    table = _table("delegations: liaison officers", "measure", "value")
+    table.add_row("in force", _num(cur.total("liaison_delegations_officers_in_force")))
+    for (why,), count in sorted(cur.by("liaison_delegations_ended_total", "why").items()):
+        table.add_row(f"access ended ({why})", _num(count))
+    table.add_row("failed attempts", _num(cur.total("liaison_delegations_failures_total")))
+    return table
+
+
 def _registry(cur: Scrape, prev: Scrape | None, seconds: float | None) -> Table:
     table = _table("registry", "measure", "value")
     requests = cur.total("liaison_registry_requests_total")
@@ -265,18 +275,22 @@ def render(cur: dict[str, Scrape], prev: dict[str, Scrape] | None = None) -> Ren
             others.append(_deadlines(s))
         elif name == "registry":
             others.append(_registry(s, before, seconds))
+        elif name == "delegations":
+            others.append(_delegations(s))
     if others:
         parts.append(_side_by_side(*others))
     return Group(*parts)
 
 
-def top(
+def top(*,
     router: Annotated[str, typer.Option(help="Router metrics URL (or host:port).",
                                         callback=metrics_url)] = DEFAULT_URLS["router"],
     registry: Annotated[str, typer.Option(help="Registry metrics URL (or host:port).",
                                           callback=metrics_url)] = DEFAULT_URLS["registry"],
     deadlines: Annotated[str, typer.Option(help="Deadline service metrics URL (or host:port).",
                                            callback=metrics_url)] = DEFAULT_URLS["deadlines"],
+    delegations: Annotated[str, typer.Option(help="Delegations service metrics URL (or host:port).",
+                                             callback=metrics_url)] = DEFAULT_URLS["delegations"],
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between two scrapes.")] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="Print one frame (two scrapes `interval` "
                                                       "apart, for the rates) and exit.")] = False,
@@ -285,7 +299,7 @@ def top(
 
     Example: liaison top --router http://10.0.0.5:9182
     """
-    urls = {"router": router, "registry": registry, "deadlines": deadlines}
+    urls = {"router": router, "registry": registry, "deadlines": deadlines, "delegations": delegations}
     console = Out().console
     prev = scrape_all(urls)
     if once:

@@ -50,13 +50,21 @@ class _DictState(RoutedView):
     """The router's state view over plain dicts: the CPU of lookups, none of Kafka's."""
 
     def __init__(self) -> None:
-        self.routed, self.consents, self.queries = _Table(), _Table(), _Table()
-        super().__init__(self.routed.items.get, self.consents.items.__contains__)
+        self.routed, self.consents, self.queries, self.casegroups = _Table(), _Table(), _Table(), _Table()
+        super().__init__(self.routed.items.get, self.consents.items.__contains__, self.consents.items.get,
+                         self.casegroups.items.get)
 
     def overlay(self, routed: Callable[[str], dict[str, Any] | None],
-                consents: Callable[[str], bool]) -> RoutedView:
-        mine, agreed = self.routed.items.get, self.consents.items.__contains__
-        return RoutedView(lambda key: routed(key) or mine(key), lambda key: consents(key) or agreed(key))
+                consents: Callable[[str], dict[str, Any] | None],
+                groups: Callable[[str], dict[str, Any] | None]) -> RoutedView:
+        mine, agreed, formed = self.routed.items.get, self.consents.items.get, self.casegroups.items.get
+
+        def consent(key: str) -> dict[str, Any] | None:
+            found = consents(key)
+            return found if found is not None else agreed(key)
+
+        return RoutedView(lambda key: routed(key) or mine(key), lambda key: consent(key) is not None, consent,
+                          lambda name: groups(name) or formed(name))
 
 
 def codec() -> Codec:
@@ -98,9 +106,10 @@ def route_batch(p: Pipeline, state: _DictState, messages: list[Message]) -> Batc
     decoded = [_decode(p, src) for src in sources]
     out = BatchOutcome()
     if any(p.unseen_id(item) for item in decoded):
-        sum(p.unknown_references(item, out) for item in decoded)
+        for item in decoded:
+            p.unknown_refs(item, out)
     for src, item in zip(sources, decoded, strict=True):
-        p.unknown_references(item, out)
+        p.unknown_refs(item, out)
         p.handle(src, item, out)
     for updates in (out.routed, out.consents, out.queries):
         for k, v in updates.items():
