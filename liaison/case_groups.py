@@ -168,9 +168,8 @@ def changed(group: CaseGroup, change: Mapping[str, Any], env: Mapping[str, Any],
                        history=_logged(group, at, "REMOVED", by, out, message_id=query_id)), tell | out
     if action == "EXTEND":
         ends = int(change["ends_at"])
-        return replace(group, ends_at=ends, history=_logged(group, at, "EXTENDED", by, (),
-                                                            message_id=query_id,
-                                                            ends_at=ends)), tell
+        logged = _logged(group, at, "EXTENDED", by, (), message_id=query_id, ends_at=ends)
+        return replace(group, ends_at=ends, history=logged), tell
     return replace(group, status="CLOSED", invited={},
                    history=_logged(group, at, "CLOSED", by, (), message_id=query_id)), tell
 

@@ -466,8 +466,8 @@ def _agency(raw: object, where: str) -> Agency:
         if not isinstance(e.get(flag, False), bool):
             raise ConfigError(f"{where}: {flag} must be true or false")
     return Agency(code=check_agency_code(e["code"], where), name=_str(e, "name", where),
-                  country=_str(e, "country", where), groups=_strs(e, "groups", where), hub=e.get("hub",
-                                                                                                 False),
+                  country=_str(e, "country", where), groups=_strs(e, "groups", where),
+                  hub=e.get("hub", False),
                   status=cast(AgencyStatus, _str(e, "status", where, "ACTIVE")),
                   clearances=_strs(e, "clearances", where), spoc=e.get("spoc", False),
                   designated=e.get("designated", False))
@@ -488,8 +488,8 @@ def _agreement(raw: object, where: str) -> Agreement:
 
 
 def _officer(raw: object, where: str) -> Officer:
-    e = _entry(raw, where, {"code", "agency", "ends_at"}, {"post", "cases", "countries", "starts_at",
-                                                           "status"})
+    e = _entry(raw, where, {"code", "agency", "ends_at"},
+               {"post", "cases", "countries", "starts_at", "status"})
     return Officer(code=_str(e, "code", where), agency=_str(e, "agency", where), post=_str(e, "post", where),
                    cases=_strs(e, "cases", where), countries=_strs(e, "countries", where),
                    starts_at=to_ms(e.get("starts_at"), where) or 0, ends_at=to_ms(e["ends_at"], where) or 0,

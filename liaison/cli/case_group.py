@@ -104,8 +104,8 @@ def show(
         return
     out = Out()
     table(out, group.name, ["field", "value"], [
-        ["state", _status(group, now)], ["initiator", group.initiator], ["case",
-                                                                         escape(group.case_id or "-")],
+        ["state", _status(group, now)], ["initiator", group.initiator],
+        ["case", escape(group.case_id or "-")],
         ["purpose", escape(group.purpose or "-")], ["legal basis", escape(group.legal_basis or "-")],
         ["formed", _when(group.created_at)], ["ends", _when(group.ends_at)]])
     table(out, "members", ["agency", "since"], [[c, _when(at)] for c, at in sorted(group.members.items())]

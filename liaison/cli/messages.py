@@ -379,9 +379,8 @@ def _case_group(value: Any) -> Record:
     if extra := sorted(set(value) - {"group", "action", "ends_at", "members"}):
         raise MessageError(f"case_group: unknown key(s) {', '.join(extra)}")
     ends = value.get("ends_at")
-    return builders.case_group_change(str(value["group"]), str(value["action"]),
-                                      ends_at=parse_time(ends,
-                                                         "case_group.ends_at") if ends is not None else None,
+    ends_at = parse_time(ends, "case_group.ends_at") if ends is not None else None
+    return builders.case_group_change(str(value["group"]), str(value["action"]), ends_at=ends_at,
                                       members=_as_list(value.get("members"), "case_group.members"))
 
 

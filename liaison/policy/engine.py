@@ -402,8 +402,8 @@ class PolicyEngine:
             name = str(change.get("group"))
             why = check_change(state.case_group(name), change, sender=m.originator, invited=named,
                                now_ms=m.now, name_taken=self.directory.group(name) is not None)
-            if why is None and change.get("action") in INVITING and (addressing.get("groups")
-                                                                      or addressing.get("broadcast")):
+            wide = bool(addressing.get("groups")) or bool(addressing.get("broadcast"))
+            if why is None and change.get("action") in INVITING and wide:
                 why = "An invitation to a case group names the agencies it invites (no groups, no broadcast)."
             require("case-group-change", why is None, R.CASE_GROUP_REFUSED, "{}", why)
             m.case_action = str(change["action"])

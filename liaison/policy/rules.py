@@ -51,10 +51,9 @@ class Message:
     """What the rules need to know about one message, computed once before the recipients."""
 
     __slots__ = ("answered_kind", "asker", "case_action", "copies", "derived_unknown", "expired", "found",
-                 "h2_provider",
-                 "hit_check_content", "hold", "invitation", "late", "matches", "notify_on_delivery", "now",
-                 "officer", "originator", "protected", "record", "restricted", "source_at", "source_cleared",
-                 "source_received", "tlp", "type", "waived")
+                 "h2_provider", "hit_check_content", "hold", "invitation", "late", "matches",
+                 "notify_on_delivery", "now", "officer", "originator", "protected", "record", "restricted",
+                 "source_at", "source_cleared", "source_received", "tlp", "type", "waived")
 
     def __init__(self, message_type: str, record: dict[str, Any], originator: str, now: int) -> None:
         self.type = message_type
