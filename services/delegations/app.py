@@ -14,7 +14,7 @@ import contextlib
 import time
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from liaison.core.metrics import MetricsServer
 from liaison.core.runner import ShutdownSignal
@@ -22,6 +22,7 @@ from liaison.directory import Directory, Officer
 from liaison.directory_feed import DirectoryFeed
 from liaison.errors import ConfigError, LiaisonError
 from liaison.onboarding import AccessControl, access_control
+from services.delegations.metrics import DelegationsMetrics
 from services.delegations.settings import DelegationsSettings
 
 log = structlog.get_logger(__name__)
@@ -48,13 +49,7 @@ class Delegations:
         self._changed = asyncio.Event()
         self.feed = DirectoryFeed(settings, on_change=self._changed.set)
         self.done: set[str] = set()
-        self.ended_total = Counter("liaison_delegations_ended_total",
-                                   "Officers whose broker access was ended.", ["why"], registry=self.registry)
-        self.failures = Counter("liaison_delegations_failures_total",
-                                "Attempts to end an officer's access that failed (retried).",
-                                registry=self.registry)
-        self.in_force = Gauge("liaison_delegations_officers_in_force", "Liaison officers in force now.",
-                              registry=self.registry)
+        self.metrics = DelegationsMetrics(self.registry)
 
     async def start(self) -> None:
         await self.feed.start()
@@ -67,19 +62,19 @@ class Delegations:
         now = int(time.time() * 1000)
         directory = self.feed.current
         self.done -= {o.code for o in directory.officers.values() if o.in_force(now)}  # posted again
-        self.in_force.set(sum(o.in_force(now) for o in directory.officers.values()))
+        self.metrics.in_force.set(sum(o.in_force(now) for o in directory.officers.values()))
         finished = []
         for officer in ended(directory, now, self.done):
             why = "revoked" if officer.status == "REVOKED" else "expired"
             try:
                 lines = await self.access.revoke(self.settings, officer.code)
             except LiaisonError as exc:
-                self.failures.inc()
+                self.metrics.failures.inc()
                 log.warning("could not end an officer's access; will retry", officer=officer.code,
                             error=str(exc))
                 continue
             self.done.add(officer.code)
-            self.ended_total.labels(why).inc()
+            self.metrics.ended.labels(why).inc()
             finished.append(officer.code)
             log.info("officer access ended", officer=officer.code, agency=officer.agency, why=why,
                      access=lines)

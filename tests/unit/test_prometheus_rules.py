@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from liaison.local import paths
 from liaison.local.stack import SERVICES
+from services.delegations.metrics import DelegationsMetrics
 from services.registry.api import RegistryMetrics
 from services.router.metrics import RouterMetrics
 from tests.monitoring import (
@@ -72,6 +73,7 @@ def exposed_names() -> set[str]:
     RegistryMetrics(registry)
     for cls in deadlines_metric_classes():
         cls(registry)
+    DelegationsMetrics(registry)
     return {family.name + suffix for family in registry.collect()
             for suffix in SUFFIXES[family.type]} | set(exporter_names())
 
