@@ -131,7 +131,8 @@ async def bus(cluster: Cluster) -> AsyncIterator[CaseBus]:
         router = Router(RouterSettings(**cluster.as_user(ROUTER, **common).model_dump(),
                                        group_id=cluster.user(ROUTER),
                                        transactional_prefix=cluster.user(ROUTER),
-                                       session_timeout_ms=6000, batch_timeout_ms=100))
+                                       session_timeout_ms=6000, batch_timeout_ms=100,
+                                       case_group_check_s=0.5))
         delegations = Delegations(DelegationsSettings(**cluster.admin(**common).model_dump()),
                                   access=KafkaAccessControl(cluster.files))
         shutdown = ShutdownSignal()
@@ -221,6 +222,24 @@ async def test_a_joint_team_is_formed_addressed_by_members_and_closed(bus: CaseB
     assert (group["status"], sorted(group["members"])) == ("CLOSED", ["DE-BKA", "ES-CNP", "FR-PN", "NL-KLPD"])
     assert [h["action"] for h in group["history"]] == ["PROPOSED", "JOINED", "JOINED", "DECLINED", "INVITED",
                                                        "JOINED", "CLOSED"]
+
+
+async def test_a_joint_team_past_its_end_date_ends_and_its_members_are_told(bus: CaseBus) -> None:
+    async with clients(bus, "DE-BKA", "PL-KGP") as c:
+        ends = int(time.time() * 1000) + 4_000
+        propose = query(envelope("DE-BKA", to=["PL-KGP"], case_id="BRIEF"), "A short joint team?",
+                        case_group=case_group_change("JIT-BRIEF", "PROPOSE", ends_at=ends))
+        await c["DE-BKA"].send("Query", propose)
+        await bus.inbox("Query", "PL-KGP", _id(propose))
+        await c["PL-KGP"].send("Reply", invitation_answer(envelope("PL-KGP", correlation_id=_id(propose)),
+                                                          accept=True))
+        for code in ("DE-BKA", "PL-KGP"):
+            (told,) = await bus.receipts(code, lambda r: r["kind"] == "GROUP_CHANGED"
+                                         and r["envelope"]["correlation_id"] == _id(propose))
+            assert told["reason_code"] == R.CASE_GROUP_ENDED
+            assert told["envelope"]["created_at"] >= ends
+    group = await _group(bus, "JIT-BRIEF")
+    assert (group["status"], group["history"][-1]["action"]) == ("CLOSED", "ENDED")
 
 
 async def _group(bus: CaseBus, name: str) -> dict[str, Any]:
