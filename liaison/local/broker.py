@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import random
 import shutil
 import socket
 import subprocess
@@ -38,9 +39,35 @@ MAIN_CLASS = "kafka.Kafka"
 REAUTH = "connections.max.reauth.ms"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the OS gives outgoing connections (Linux: ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free now (good enough for tests on one machine)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port free now, for a server started a moment later (good enough for tests on one machine).
+
+    Taken below the range the OS picks client ports from, so that no outgoing connection takes it
+    between this check and the server's bind, and never handed out twice by this process."""
+    floor = _ephemeral_floor()
+    for _ in range(500):
+        port = random.randint(max(1024, floor - 12_000), floor - 1)  # not a secret
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded host: let the OS pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
