@@ -24,6 +24,11 @@ MAX_MEMBERS = 100
 """Members and open invitations of one group together: a joint team is a handful of agencies."""
 MAX_HISTORY = 200
 """History entries kept per group (the audit trail keeps every change regardless)."""
+DAY_MS = 86_400_000
+MAX_TERM_MS = 730 * DAY_MS
+"""How far ahead an end date may lie: a team runs two years at a time at most, then is extended."""
+RETENTION_MS = 90 * DAY_MS
+"""How long after its end date a group stays in `bus.casegroups` (then its name is free again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,8 @@ class CaseGroup:
         return {"name": self.name, "initiator": self.initiator, "ends_at": self.ends_at,
                 "created_at": self.created_at, "purpose": self.purpose, "legal_basis": self.legal_basis,
                 "case_id": self.case_id, "status": self.status, "members": dict(self.members),
-                "invited": dict(self.invited), "left": dict(self.left), "history": list(self.history)}
+                "invited": dict(self.invited), "left": dict(self.left), "history": list(self.history),
+                "x": self.ends_at + RETENTION_MS}  # the router's sweep deletes it then
 
     @classmethod
     def from_value(cls, value: Mapping[str, Any]) -> CaseGroup:
@@ -108,6 +114,12 @@ def _proposal_problem(group: CaseGroup | None, change: Mapping[str, Any], invite
         return f"A case group has at most {MAX_MEMBERS} members."
     if not isinstance(ends_at, int) or ends_at <= now_ms:
         return "A proposal names its end date (case_group.ends_at), in the future."
+    return _term_problem(ends_at, now_ms)
+
+
+def _term_problem(ends_at: int, now_ms: int) -> str | None:
+    if ends_at > now_ms + MAX_TERM_MS:
+        return "A case group runs at most two years at a time (case_group.ends_at); extend it later."
     return None
 
 
@@ -126,9 +138,15 @@ def _amendment_problem(group: CaseGroup, change: Mapping[str, Any], invited: lis
             return "A REMOVE names members (or invited agencies) of the group in case_group.members."
         if group.initiator in out:
             return "The initiator cannot remove itself; close the group instead."
-    elif action == "EXTEND" and (not isinstance(ends_at, int) or ends_at <= now_ms):
-        return "An EXTEND names the new end date (case_group.ends_at), in the future."
+    elif action == "EXTEND":
+        return _extension_problem(ends_at, now_ms)
     return None
+
+
+def _extension_problem(ends_at: object, now_ms: int) -> str | None:
+    if not isinstance(ends_at, int) or ends_at <= now_ms:
+        return "An EXTEND names the new end date (case_group.ends_at), in the future."
+    return _term_problem(ends_at, now_ms)
 
 
 def _logged(group: CaseGroup, at: int, action: str, by: str, agencies: Iterable[str] = (), *,

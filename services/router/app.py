@@ -449,7 +449,7 @@ class Router:
         now_ms = int(time.time() * 1000)
         names = self.settings.topics
         expired = {table: table.items.expired(now_ms, SWEEP_BATCH) if tombstones else []
-                   for table in (self.state.routed, self.state.consents)}
+                   for table in (self.state.routed, self.state.consents, self.state.casegroups)}
         endings = BatchOutcome()
         ended = pipeline.end_case_groups(now_ms, endings)
         if not any(expired.values()) and not ended:
@@ -473,7 +473,8 @@ class Router:
         for key, value in endings.case_groups.items():
             self.state.casegroups.put_local(key, value)
         log.info("expired state deleted", routed=len(expired[self.state.routed]),
-                 consents=len(expired[self.state.consents]), case_groups_ended=ended, topic=names.routed)
+                 consents=len(expired[self.state.consents]), case_groups=len(expired[self.state.casegroups]),
+                 case_groups_ended=ended, topic=names.routed)
         if any(len(keys) == SWEEP_BATCH for keys in expired.values()):
             self._next_sweep = time.monotonic()  # more are due: go on after the next batch
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from liaison.case_groups import MAX_MEMBERS, CaseGroup, answered, changed, check_change, ended, proposed
+from liaison.case_groups import (
+    MAX_MEMBERS,
+    MAX_TERM_MS,
+    RETENTION_MS,
+    CaseGroup,
+    answered,
+    changed,
+    check_change,
+    ended,
+    proposed,
+)
 
 NOW = 1_750_000_000_000
 DAY = 86_400_000
@@ -73,15 +83,22 @@ def test_changes_are_checked() -> None:
     assert check_change(None, change("PROPOSE"), **{**ok, "name_taken": True}) is not None
     assert check_change(None, change("PROPOSE", group="jit"), **ok) is not None
     assert check_change(None, change("PROPOSE"), **{**ok, "invited": []}) is not None
-    assert check_change(None, change("PROPOSE"), **{**ok,
-                                                    "invited": [f"DE-A{i}" for i in range(MAX_MEMBERS)]})
+    crowd = [f"DE-A{i}" for i in range(MAX_MEMBERS)]
+    assert check_change(None, change("PROPOSE"), **{**ok, "invited": crowd})
     assert check_change(g, change("ADD"), **ok) is None
-    assert check_change(g, change("ADD"), **{**ok,
-                                             "sender": "DE-BKA"}) == "There is no case group JIT-ORION " \
-                                                                            "formed on the bus."
+    stranger = check_change(g, change("ADD"), **{**ok, "sender": "DE-BKA"})
+    assert stranger == "There is no case group JIT-ORION formed on the bus."
     assert check_change(g, change("REMOVE", members=["FR-PN"]), **ok) is not None
     assert check_change(g, change("REMOVE", members=["US-FBI"]), **ok) is not None
     assert check_change(g, change("REMOVE", members=["ES-CNP"]), **ok) is None
     assert check_change(g, change("EXTEND", ends_at=NOW - 1), **ok) is not None
     assert check_change(g, change("CLOSE"), **{**ok, "now_ms": NOW + DAY}) is not None
     assert check_change(g, change("DISSOLVE"), **ok) is not None
+
+
+def test_a_group_runs_two_years_at_a_time_and_is_kept_ninety_days_after_its_end() -> None:
+    ok = {"sender": "FR-PN", "invited": ["IT-PS"], "now_ms": NOW, "name_taken": False}
+    assert check_change(None, change("PROPOSE", ends_at=NOW + MAX_TERM_MS), **ok) is None
+    assert "two years" in str(check_change(None, change("PROPOSE", ends_at=NOW + MAX_TERM_MS + 1), **ok))
+    assert "two years" in str(check_change(group(), change("EXTEND", ends_at=NOW + MAX_TERM_MS + 1), **ok))
+    assert group().to_value()["x"] == group().ends_at + RETENTION_MS  # the router's sweep deletes it then
