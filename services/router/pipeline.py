@@ -369,7 +369,8 @@ class Pipeline:
         log.debug("routed", message_id=env["message_id"], case_id=env["case_id"],
                   originator=env["originator"], trace_id=env["trace_id"], message_type=message_type,
                   delivered=len(delivered), decisions=len(result.decisions))
-        asked = [code for code in delivered if code not in {d.recipient for d in result.decisions if d.copy}]
+        copies = {d.recipient for d in result.decisions if d.copy} if message_type == "Query" else set()
+        asked = [code for code in delivered if code not in copies]
         if message_type == "Query" and asked:  # a SPOC's copy is for its information: no answer is due
             out.queries[env["message_id"]] = {**open_query(record, asked, record["deadline"]), "x": expires}
         if message_type == "Reply" and delivered:
