@@ -47,7 +47,8 @@ _LOG_TEXT = 120  # characters of a hostile string that reach a log line
 _RECEIPT_KIND = {"DELIVER": "DELIVERED", "DENY": "DENIED", "HOLD": "HELD_FOR_REVIEW"}
 MAX_HELD_BYTES = 256 * 1024
 """DATA_REQUESTs kept while a biometric match awaits confirmation, per match (their bytes): beyond,
-a request is still held but not kept, and its sender is told to send it again once confirmed."""
+a request is held and not kept; its sender, holding a HELD_FOR_REVIEW receipt, sends it again once
+the match is confirmed (a warning is logged)."""
 _GROUP_CODES = {"PROPOSE": R.CASE_GROUP_PROPOSED, "ADD": R.CASE_GROUP_INVITED, "REMOVE": R.CASE_GROUP_REMOVED,
                 "EXTEND": R.CASE_GROUP_EXTENDED, "CLOSE": R.CASE_GROUP_CLOSED}
 
@@ -522,12 +523,8 @@ class Pipeline:
                      "case_id": group.case_id, "correlation_id": None, "derived_from": None, "tlp": "AMBER",
                      "handling_codes": [], "data_categories": [], "trace_id": None}
             state = Source(self.topics.casegroups, -1, -1, None, group.name.encode(), None)
-            note = Decision(recipient="", outcome="DELIVER", reason_code=R.CASE_GROUP_ENDED, reason=what,
-                            rule="state")
-            audit = self._audit(state, "Query", {"envelope": about}, note, now=now, decision="RECORDED")
-            audit["recipient"] = None
-            out.outputs.append(Output(self.topics.audit, group.name.encode(),
-                                      self.codec.encode("AuditRecord", audit)))
+            self._record(state, "Query", {"envelope": about}, out, code=R.CASE_GROUP_ENDED, reason=what,
+                         now=now)
             for code in sorted(group.members):
                 out.outputs.append(Output(self.topics.receipts(code), group.name.encode(), self._receipt(
                     code, "GROUP_CHANGED", about=None, message_type="Query", recipient=group.initiator,
