@@ -164,6 +164,8 @@ class SecurityAdmin:
             if user in await self.users_with_credentials([user]):
                 raise
             return False  # another admin (the delegations service, say) deleted it meanwhile
+        await self._until_shown(f"deleting the SCRAM credential of {user}", 1,
+                                lambda: self.users_with_credentials([user]), lambda have: user not in have)
         return True
 
     # -- ACLs --------------------------------------------------------------------------------------
@@ -239,7 +241,11 @@ class SecurityAdmin:
         query = _every_acl_of(user)
         results = await self._call(f"deleting the ACLs of {user}", lambda admin: _wait(
             admin.delete_acls([query], request_timeout=self.timeout_s)))
-        return sum(len(r) for r in results.values() if isinstance(r, list))
+        deleted = sum(len(r) for r in results.values() if isinstance(r, list))
+        if deleted:  # what is revoked must be refused once this returns
+            await self._until_shown(f"deleting the ACLs of {user}", deleted, lambda: self.grants_of(user),
+                                    lambda have: not have)
+        return deleted
 
 
 def _wait(futures: dict[Any, Any]) -> dict[Any, Any]:
