@@ -64,6 +64,19 @@ def consent_key(message_id: str, requester: str) -> str:
     return f"{message_id}/{requester}"
 
 
+Lookup = Callable[[str], dict[str, Any] | None]
+
+
+def overlaid(pending: tuple[Lookup, Lookup, Lookup], committed: tuple[Lookup, Lookup, Lookup]) -> RoutedView:
+    """The view of (routed messages, consents and matches, case groups) where a batch's own writes,
+    not committed yet (`pending`), stand over what was committed."""
+    def first(mine: Lookup, under: Lookup) -> Lookup:
+        return lambda key: found if (found := mine(key)) is not None else under(key)
+
+    routed, consents, groups = (first(a, b) for a, b in zip(pending, committed, strict=True))
+    return RoutedView(routed, lambda key: consents(key) is not None, consents, groups)
+
+
 class RoutedView:
     """The RoutingState the policy engine reads: lookups of routed messages and consents."""
 
@@ -150,18 +163,10 @@ class RouterState(RoutedView):
         super().__init__(self.routed.items.get, self.consents.items.__contains__, self.consents.items.get,
                          self.casegroups.items.get)
 
-    def overlay(self, routed: Callable[[str], dict[str, Any] | None],
-                consents: Callable[[str], dict[str, Any] | None],
-                groups: Callable[[str], dict[str, Any] | None] = lambda name: None) -> RoutedView:
+    def overlay(self, routed: Lookup, consents: Lookup, groups: Lookup = lambda name: None) -> RoutedView:
         """This view with a batch's own writes, not committed yet, on top."""
-        mine, agreed, formed = self.routed.items.get, self.consents.items.get, self.casegroups.items.get
-
-        def consent(key: str) -> dict[str, Any] | None:
-            found = consents(key)
-            return found if found is not None else agreed(key)
-
-        return RoutedView(lambda key: routed(key) or mine(key), lambda key: consent(key) is not None, consent,
-                          lambda name: groups(name) or formed(name))
+        return overlaid((routed, consents, groups),
+                        (self.routed.items.get, self.consents.items.get, self.casegroups.items.get))
 
     async def start(self) -> None:
         for table in self._tables:

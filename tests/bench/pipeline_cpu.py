@@ -16,7 +16,6 @@ import os
 import pstats
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
 from confluent_kafka import Message
@@ -31,7 +30,7 @@ from liaison.schemas import RECORD_TYPES, load_catalog
 from liaison.table import json_bytes
 from liaison.topics import Topics
 from services.router.pipeline import BatchOutcome, Decoded, Pipeline, Source
-from services.router.state import RoutedView, RouterState
+from services.router.state import Lookup, RoutedView, RouterState, overlaid
 from tests.bench.messages import SIZES
 
 SENDERS = ("FR-PN", "NL-KLPD", "ES-CNP", "PL-KGP")
@@ -54,17 +53,9 @@ class _DictState(RoutedView):
         super().__init__(self.routed.items.get, self.consents.items.__contains__, self.consents.items.get,
                          self.casegroups.items.get)
 
-    def overlay(self, routed: Callable[[str], dict[str, Any] | None],
-                consents: Callable[[str], dict[str, Any] | None],
-                groups: Callable[[str], dict[str, Any] | None]) -> RoutedView:
-        mine, agreed, formed = self.routed.items.get, self.consents.items.get, self.casegroups.items.get
-
-        def consent(key: str) -> dict[str, Any] | None:
-            found = consents(key)
-            return found if found is not None else agreed(key)
-
-        return RoutedView(lambda key: routed(key) or mine(key), lambda key: consent(key) is not None, consent,
-                          lambda name: groups(name) or formed(name))
+    def overlay(self, routed: Lookup, consents: Lookup, groups: Lookup) -> RoutedView:
+        return overlaid((routed, consents, groups),
+                        (self.routed.items.get, self.consents.items.get, self.casegroups.items.get))
 
 
 def codec() -> Codec:

@@ -22,7 +22,7 @@ from liaison.schemas import RECORD_TYPES, load_catalog
 from liaison.sdk import builders as b
 from liaison.topics import Topics
 from services.router.pipeline import BatchOutcome, Pipeline, Source
-from services.router.state import RoutedView
+from services.router.state import RoutedView, overlaid
 
 DAY = 86_400_000
 TOPICS = Topics("")
@@ -40,11 +40,8 @@ class MemoryTables(RoutedView):
                          self.groups.get)
 
     def overlay(self, routed: Any, consents: Any, groups: Any) -> RoutedView:
-        def consent(key: str) -> Any:
-            found = consents(key)
-            return found if found is not None else self.consents.get(key)
-        return RoutedView(lambda k: routed(k) or self.routed.items.get(k), lambda k: consent(k) is not None,
-                          consent, lambda n: groups(n) or self.groups.get(n))
+        committed = (self.routed.items.get, self.consents.get, self.groups.get)
+        return overlaid((routed, consents, groups), committed)
 
     def commit(self, out: BatchOutcome) -> None:
         self.routed.items.update(out.routed)
