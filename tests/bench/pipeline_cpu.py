@@ -20,18 +20,17 @@ from typing import Any, cast
 
 from confluent_kafka import Message
 
-from liaison.codec import Codec
 from liaison.core.logs import configure_logging
 from liaison.directory import Directory
 from liaison.errors import DecodeError
 from liaison.local.paths import REPO_ROOT
 from liaison.policy import load_policy
-from liaison.schemas import RECORD_TYPES, load_catalog
 from liaison.table import json_bytes
 from liaison.topics import Topics
 from services.router.pipeline import BatchOutcome, Decoded, Pipeline, Source
 from services.router.state import Lookup, RoutedView, RouterState, overlaid
 from tests.bench.messages import SIZES
+from tests.offline_codec import offline_codec
 
 SENDERS = ("FR-PN", "NL-KLPD", "ES-CNP", "PL-KGP")
 RECIPIENT = "DE-BKA"
@@ -58,18 +57,10 @@ class _DictState(RoutedView):
                         (self.routed.items.get, self.consents.items.get, self.casegroups.items.get))
 
 
-def codec() -> Codec:
-    """Every record type of the contract, under made-up ids (no registry)."""
-    catalog, out = load_catalog(), Codec()
-    for schema_id, name in enumerate(RECORD_TYPES, start=1):
-        out.use(name, catalog.standalone(name), schema_id)
-    return out
-
-
 def pipeline(state: _DictState) -> Pipeline:
     engine = load_policy(REPO_ROOT / "deploy" / "policy.yaml").compile(
         Directory.from_file(REPO_ROOT / "deploy" / "directory.yaml"))
-    return Pipeline(codec(), lambda: engine, cast(RouterState, state), Topics())
+    return Pipeline(offline_codec(), lambda: engine, cast(RouterState, state), Topics())
 
 
 def consumed(p: Pipeline, size: str, count: int, tag: str) -> list[Message]:

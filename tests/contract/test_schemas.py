@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liaison.codec import Codec
 from liaison.schemas import RECORD_TYPES, load_catalog
 from tests.avro_strategies import records
+from tests.offline_codec import offline_codec
 
 CATALOG = load_catalog()
 
@@ -55,14 +55,7 @@ def test_optional_fields_default_to_null(name: str) -> None:
     assert wrong == []
 
 
-def _codec() -> Codec:
-    codec = Codec()
-    for schema_id, name in enumerate(RECORD_TYPES, start=1):
-        codec.use(name, CATALOG.standalone(name), schema_id)
-    return codec
-
-
-CODEC = _codec()
+CODEC = offline_codec(catalog=CATALOG)
 
 
 @pytest.mark.parametrize("name", RECORD_TYPES)

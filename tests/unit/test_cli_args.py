@@ -14,8 +14,9 @@ from liaison.cli.main import app
 from liaison.cli.messages import build_message, message_from, parse_time, time_ago
 from liaison.cli.policy import infer_type
 from liaison.codec import Codec
-from liaison.schemas import MESSAGE_TYPES, load_catalog
+from liaison.schemas import MESSAGE_TYPES
 from liaison.sdk.builders import MessageError
+from tests.offline_codec import offline_codec
 
 COMMANDS = [
     ["agency", "add"], ["agency", "list"], ["agency", "show"], ["agency", "suspend"], ["agency", "resume"],
@@ -31,11 +32,7 @@ def _invoke(*args: str) -> Any:
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    catalog = load_catalog()
-    out = Codec()
-    for i, name in enumerate(MESSAGE_TYPES, start=1):
-        out.use(name, catalog.standalone(name), i)
-    return out
+    return offline_codec(MESSAGE_TYPES)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

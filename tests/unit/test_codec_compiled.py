@@ -25,12 +25,12 @@ from liaison.codec import (
 from liaison.errors import DecodeError
 from liaison.schemas import RECORD_TYPES, load_catalog
 from tests.avro_strategies import records
-from tests.bench.pipeline_cpu import codec
+from tests.offline_codec import offline_codec
 
 CATALOG = load_catalog()
 
 
-CODEC = codec()
+CODEC = offline_codec()
 
 
 def _fastavro(name: str, record: dict[str, Any]) -> bytes:

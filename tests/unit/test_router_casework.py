@@ -18,11 +18,11 @@ from liaison.directory import Agency, Agreement, Directory, Officer
 from liaison.policy import PolicyConfig, compile_policy
 from liaison.policy import reasons as R
 from liaison.policy.model import match_key
-from liaison.schemas import RECORD_TYPES, load_catalog
 from liaison.sdk import builders as b
 from liaison.topics import Topics
 from services.router.pipeline import BatchOutcome, Pipeline, Source
 from services.router.state import RoutedView, overlaid
+from tests.offline_codec import offline_codec
 
 DAY = 86_400_000
 TOPICS = Topics("")
@@ -65,11 +65,7 @@ def directory() -> Directory:
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    catalog = load_catalog()
-    out = Codec()
-    for i, name in enumerate(RECORD_TYPES, start=1):
-        out.use(name, catalog.standalone(name), i)
-    return out
+    return offline_codec()
 
 
 class Harness:
