@@ -356,7 +356,7 @@ class Pipeline:
                 original = self.codec.encode("Query", record)
         delivered: list[str] = list(prior["d"]) if prior is not None and release_to is not None else []
         self._deliver(src, message_type, record, result, out, original=original, delivered=delivered,
-                      sender=owner[1], view=view, now=now)
+                      sender=owner[1], directory=engine.directory, view=view, now=now)
         expires = engine.config.expires_ms(message_type, now, record.get("deadline")
                                            if message_type == "Query" else None)
         change = record.get("case_group") if message_type == "Query" else None
@@ -385,10 +385,10 @@ class Pipeline:
 
     def _deliver(self, src: Source, message_type: str, record: dict[str, Any], result: RoutingResult,
                  out: BatchOutcome, *, original: bytes | None, delivered: list[str], sender: str,
-                 view: RoutedView, now: int) -> None:
-        """The inbox copies, officers' copies, audit records and receipts of one routing result."""
+                 directory: Directory, view: RoutedView, now: int) -> None:
+        """The inbox copies, officers' copies, audit records and receipts of one routing result (the
+        directory is the one the engine routed with)."""
         env, key = record["envelope"], _key(record["envelope"])
-        directory = self.engine().directory
         for decision in result.decisions:
             if decision.outcome == "DELIVER":
                 delivered.append(decision.recipient)
