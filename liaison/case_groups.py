@@ -29,6 +29,9 @@ MAX_TERM_MS = 730 * DAY_MS
 """How far ahead an end date may lie: a team runs two years at a time at most, then is extended."""
 RETENTION_MS = 90 * DAY_MS
 """How long after its end date a group stays in `bus.casegroups` (then its name is free again)."""
+MAX_RUNNING = 50
+"""Groups one agency may run at a time: each is state every router keeps and sweeps, so a
+compromised agency must not be able to propose them without end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +84,11 @@ class CaseGroup:
 
 
 def check_change(group: CaseGroup | None, change: Mapping[str, Any], *, sender: str,  # noqa: PLR0911
-                 invited: Iterable[str], now_ms: int, name_taken: bool) -> str | None:  # one answer per check
+                 invited: Iterable[str], now_ms: int, name_taken: bool,  # one answer per check
+                 running: int = 0) -> str | None:
     """Why `sender` may not make `change` (one sentence), or None. `invited` are the agencies the
-    query addresses; `name_taken` is True when the directory already has a group of that name."""
+    query addresses; `name_taken` is True when the directory already has a group of that name;
+    `running`: how many groups `sender` runs now (counted for a PROPOSE only)."""
     name, action = change.get("group"), change.get("action")
     if not isinstance(name, str) or not GROUP_NAME.match(name):
         return f"{name!r} is not a group name (upper case, e.g. JIT-ORION)."
@@ -91,7 +96,7 @@ def check_change(group: CaseGroup | None, change: Mapping[str, Any], *, sender: 
         return f"{action!r} is not a case-group action ({', '.join(ACTIONS)})."
     others = [code for code in invited if code != sender]
     if action == "PROPOSE":
-        return _proposal_problem(group, change, others, now_ms=now_ms, name_taken=name_taken)
+        return _proposal_problem(group, change, others, now_ms=now_ms, name_taken=name_taken, running=running)
     if group is None:
         return f"There is no case group {name} formed on the bus."  # the same words for everyone
     if sender != group.initiator:
@@ -104,10 +109,12 @@ def check_change(group: CaseGroup | None, change: Mapping[str, Any], *, sender: 
 
 
 def _proposal_problem(group: CaseGroup | None, change: Mapping[str, Any], invited: list[str], *,
-                      now_ms: int, name_taken: bool) -> str | None:
+                      now_ms: int, name_taken: bool, running: int) -> str | None:  # one answer per check
     ends_at = change.get("ends_at")
     if group is not None or name_taken:
         return f"A group named {change.get('group')} already exists on the bus; choose another name."
+    if running >= MAX_RUNNING:
+        return f"An agency runs at most {MAX_RUNNING} case groups at a time; close one first."
     if not invited:
         return "A proposal invites at least one other agency (envelope.addressing.agencies)."
     if len(invited) + 1 > MAX_MEMBERS:
@@ -204,6 +211,14 @@ def answered(group: CaseGroup, agency: str, query_id: str, *, accepted: bool, at
                        history=_logged(group, at, "JOINED", agency, (agency,), message_id=reply_id))
     return replace(group, invited=invited, left={**group.left, agency: at},
                    history=_logged(group, at, "DECLINED", agency, (agency,), message_id=reply_id))
+
+
+def running_mark(name: str, value: Any) -> tuple[str, bool] | None:
+    """The store mark of a group its initiator runs (`<initiator>/<name>` while ACTIVE): the sweep
+    for end dates and the per-agency cap read the marks, not every group ever formed."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("initiator"), str):
+        return None  # a deletion: the group stopped running (and lost its mark) when it ended
+    return f"{value['initiator']}/{name}", value.get("status") == "ACTIVE"
 
 
 def ended(group: CaseGroup, at: int) -> CaseGroup:

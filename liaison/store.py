@@ -53,8 +53,9 @@ class Store(Mapping[str, Any]):
         `marks`: names to add to (True) or take from (False) the marked set, in the same write."""
 
     @abstractmethod
-    def marked(self) -> Iterator[str]:
-        """The marked names (e.g. the queries that still have a timer), without a scan of the values."""
+    def marked(self, prefix: str = "") -> Iterator[str]:
+        """The marked names (e.g. the queries that still have a timer), without a scan of the values;
+        with `prefix`, only those that start with it."""
 
     @abstractmethod
     def positions(self) -> dict[int, int]: ...
@@ -105,8 +106,8 @@ class MemoryStore(dict[str, Any], Store):
             else:
                 self._marks.discard(name)
 
-    def marked(self) -> Iterator[str]:
-        return iter(sorted(self._marks))
+    def marked(self, prefix: str = "") -> Iterator[str]:
+        return iter(sorted(name for name in self._marks if name.startswith(prefix)))
 
     def positions(self) -> dict[int, int]:
         return dict(self._positions)
@@ -226,8 +227,11 @@ class DiskStore(Store):
         return found
 
     # -- writes ---------------------------------------------------------------------------------
-    def marked(self) -> Iterator[str]:
-        for key, _ in self._scan(_MARK):
+    def marked(self, prefix: str = "") -> Iterator[str]:
+        start = _MARK + prefix.encode()
+        for key, _ in self._scan(start):
+            if not key.startswith(start):
+                return
             yield key[1:].decode()
 
     def apply(self, changes: Mapping[str, Any], positions: Mapping[int, int] | None = None,

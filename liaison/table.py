@@ -87,6 +87,8 @@ class CompactedTable(AsyncResource):
         assert self._consumer is not None
         source = {"topic": self.topic,
                   "cluster": await cluster_id(self._consumer, self.topic, self._settings.bootstrap_servers)}
+        if self._mark is not None:  # marks another marker wrote (or none, before) are not these
+            source["marks"] = getattr(self._mark, "__qualname__", type(self._mark).__name__)
         found = await resume(self._consumer, self.items, partitions, source)
         self.restored_from = found.held
         for tp in partitions:

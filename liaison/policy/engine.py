@@ -400,8 +400,10 @@ class PolicyEngine:
         change = record.get("case_group")
         if change:
             name = str(change.get("group"))
+            proposing = change.get("action") == "PROPOSE"
             why = check_change(state.case_group(name), change, sender=m.originator, invited=named,
-                               now_ms=m.now, name_taken=self.directory.group(name) is not None)
+                               now_ms=m.now, name_taken=self.directory.group(name) is not None,
+                               running=state.groups_run_by(m.originator) if proposing else 0)
             wide = bool(addressing.get("groups")) or bool(addressing.get("broadcast"))
             if why is None and change.get("action") in INVITING and wide:
                 why = "An invitation to a case group names the agencies it invites (no groups, no broadcast)."

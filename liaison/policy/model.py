@@ -172,6 +172,7 @@ class RoutingState(Protocol):
     def routed_at(self, message_id: str) -> int | None: ...
     def invitation_of(self, message_id: str) -> str | None: ...
     def case_group(self, name: str) -> CaseGroup | None: ...
+    def groups_run_by(self, agency: str) -> int: ...
     def match(self, replier: str, reference: str) -> Mapping[str, Any] | None: ...
 
 
@@ -248,6 +249,9 @@ class MemoryState:
 
     def case_group(self, name: str) -> CaseGroup | None:
         return self.case_groups.get(name)
+
+    def groups_run_by(self, agency: str) -> int:
+        return sum(1 for g in self.case_groups.values() if g.initiator == agency and g.status == "ACTIVE")
 
     def match(self, replier: str, reference: str) -> Mapping[str, Any] | None:
         return self.matches.get(match_key(replier, reference))

@@ -107,6 +107,12 @@ class BatchOutcome:
         found = self.case_groups.get(name)
         return found if found is not None or self.parent is None else self.parent.pending_case_group(name)
 
+    def pending_groups(self) -> list[dict[str, Any]]:
+        """Every case group this outcome and its parents write (the latest value per name)."""
+        chain = {} if self.parent is None else {g["name"]: g for g in self.parent.pending_groups()}
+        chain.update(self.case_groups)
+        return list(chain.values())
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -331,7 +337,8 @@ class Pipeline:
             self._seen_before(src, message_type, record, out, prior=prior, digest=digest)
             return
         now = self.now_ms()
-        view = self.state.overlay(out.pending_routed, out.pending_consent, out.pending_case_group)
+        view = self.state.overlay(out.pending_routed, out.pending_consent, out.pending_case_group,
+                                  out.pending_groups)
         engine = self.engine()
         result: RoutingResult = engine.route(
             message_type, record, outbox_owner=owner[1], now_ms=now, state=view)
@@ -512,8 +519,14 @@ class Pipeline:
     def end_case_groups(self, now: int, out: BatchOutcome) -> int:
         """Groups whose end date has passed, closed on record, each member told (GROUP_CHANGED). The
         engine already routes nothing to them; this tells the members and audits the end."""
-        due = [CaseGroup.from_value(v) for _, v in self.state.casegroups.items.items()
-               if v.get("status") == "ACTIVE" and int(v["ends_at"]) <= now]
+        due, dangling = [], []
+        for mark, value in self.state.running_groups():
+            if value is None or value.get("status") != "ACTIVE":
+                dangling.append(mark)  # deleted, or its mark outlived it: nothing to tell anyone
+            elif int(value["ends_at"]) <= now:
+                due.append(CaseGroup.from_value(value))
+        if dangling:
+            self.state.casegroups.items.apply({}, marks=dict.fromkeys(dangling, False))
         for group in due:
             after = ended(group, now)
             out.case_groups[group.name] = after.to_value()

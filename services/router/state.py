@@ -10,10 +10,10 @@ DATA_REQUESTs held until they do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from liaison.case_groups import CaseGroup
+from liaison.case_groups import CaseGroup, running_mark
 from liaison.core.settings import KafkaSettings
 from liaison.policy.model import match_key
 from liaison.query_record import answer_key, answer_value
@@ -67,14 +67,23 @@ def consent_key(message_id: str, requester: str) -> str:
 Lookup = Callable[[str], dict[str, Any] | None]
 
 
-def overlaid(pending: tuple[Lookup, Lookup, Lookup], committed: tuple[Lookup, Lookup, Lookup]) -> RoutedView:
+def overlaid(pending: tuple[Lookup, Lookup, Lookup], committed: tuple[Lookup, Lookup, Lookup], *,
+             batch_groups: Callable[[], Iterable[dict[str, Any]]] = tuple,
+             run_by: Callable[[str], int] = lambda agency: 0) -> RoutedView:
     """The view of (routed messages, consents and matches, case groups) where a batch's own writes,
-    not committed yet (`pending`), stand over what was committed."""
+    not committed yet (`pending`), stand over what was committed. `batch_groups`: the case groups
+    the batch writes; `run_by`: how many groups an agency runs, as committed."""
     def first(mine: Lookup, under: Lookup) -> Lookup:
         return lambda key: found if (found := mine(key)) is not None else under(key)
 
+    def groups_run_by(agency: str) -> int:
+        """Committed, plus those the batch proposed (a batch of proposals cannot pass the cap)."""
+        fresh = sum(1 for g in batch_groups() if g.get("initiator") == agency and g.get("status") == "ACTIVE"
+                    and (committed[2](str(g.get("name"))) or {}).get("status") != "ACTIVE")
+        return run_by(agency) + fresh
+
     routed, consents, groups = (first(a, b) for a, b in zip(pending, committed, strict=True))
-    return RoutedView(routed, lambda key: consents(key) is not None, consents, groups)
+    return RoutedView(routed, lambda key: consents(key) is not None, consents, groups, groups_run_by)
 
 
 class RoutedView:
@@ -83,11 +92,13 @@ class RoutedView:
     def __init__(self, routed: Callable[[str], dict[str, Any] | None],
                  consented: Callable[[str], bool],
                  consent_value: Callable[[str], dict[str, Any] | None] = lambda key: None,
-                 case_group: Callable[[str], dict[str, Any] | None] = lambda name: None) -> None:
+                 case_group: Callable[[str], dict[str, Any] | None] = lambda name: None,
+                 run_by: Callable[[str], int] = lambda agency: 0) -> None:
         self._routed = routed
         self._consented = consented
         self._consent_value = consent_value
         self._case_group = case_group
+        self._run_by = run_by
 
     def delivered_to(self, message_id: str) -> frozenset[str] | None:
         entry = self._routed(message_id)
@@ -135,6 +146,10 @@ class RoutedView:
         value = self._case_group(name)
         return None if value is None else CaseGroup.from_value(value)
 
+    def groups_run_by(self, agency: str) -> int:
+        """How many case groups formed on the bus `agency` runs now (ACTIVE, it the initiator)."""
+        return self._run_by(agency)
+
     def match(self, replier: str, reference: str) -> dict[str, Any] | None:
         return self._consent_value(match_key(replier, reference))
 
@@ -157,16 +172,29 @@ class RouterState(RoutedView):
         self.consents = CompactedTable(settings, consents_topic,
                                        store=state_dir.store("consents") if state_dir else None)
         self.casegroups = CompactedTable(settings, casegroups_topic or settings.topics.casegroups,
-                                         store=state_dir.store("casegroups") if state_dir else None)
+                                         store=state_dir.store("casegroups") if state_dir else None,
+                                         mark=running_mark)
         # bus.queries is written, never read: a query's base and each answer have keys of their own.
         self._tables = (self.routed, self.consents, self.casegroups)
         super().__init__(self.routed.items.get, self.consents.items.__contains__, self.consents.items.get,
-                         self.casegroups.items.get)
+                         self.casegroups.items.get, self._run_by_committed)
 
-    def overlay(self, routed: Lookup, consents: Lookup, groups: Lookup = lambda name: None) -> RoutedView:
+    def _run_by_committed(self, agency: str) -> int:
+        return sum(1 for _ in self.casegroups.items.marked(f"{agency}/"))
+
+    def running_groups(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Every group some agency runs (marked ACTIVE), with its value (None if it was deleted
+        without ending, which leaves a mark behind that the caller drops)."""
+        for mark in self.casegroups.items.marked():
+            name = mark.split("/", 1)[1]
+            yield mark, self.casegroups.items.get(name)
+
+    def overlay(self, routed: Lookup, consents: Lookup, groups: Lookup = lambda name: None,
+                batch_groups: Callable[[], Iterable[dict[str, Any]]] = tuple) -> RoutedView:
         """This view with a batch's own writes, not committed yet, on top."""
         return overlaid((routed, consents, groups),
-                        (self.routed.items.get, self.consents.items.get, self.casegroups.items.get))
+                        (self.routed.items.get, self.consents.items.get, self.casegroups.items.get),
+                        batch_groups=batch_groups, run_by=self._run_by_committed)
 
     async def start(self) -> None:
         for table in self._tables:

@@ -1,7 +1,7 @@
 """The router's CPU per record, without a broker: `python -m tests.bench.pipeline_cpu [--profile]`.
 
-Builds a `Pipeline` with the real codec, policy and directory (state in plain dicts), and routes
-pre-encoded alerts of each benchmark size (tests/bench/messages.py) as the router does a batch:
+Builds a `Pipeline` with the real codec, policy, directory and router state (over memory stores),
+and routes pre-encoded alerts of each benchmark size (tests/bench/messages.py) as the router does a batch:
 read each consumed record (`Source.of` on real confluent-kafka Messages), decode, check the state
 for unseen ids and references, `handle`, then serialise the state updates the transaction carries.
 Producing is left out: that is librdkafka's work, not Python's. Prints µs per record per stage,
@@ -16,7 +16,6 @@ import os
 import pstats
 import statistics
 import time
-from typing import Any, cast
 
 from confluent_kafka import Message
 
@@ -28,39 +27,20 @@ from liaison.policy import load_policy
 from liaison.table import json_bytes
 from liaison.topics import Topics
 from services.router.pipeline import BatchOutcome, Decoded, Pipeline, Source
-from services.router.state import Lookup, RoutedView, RouterState, overlaid
+from services.router.state import RouterState
 from tests.bench.messages import SIZES
 from tests.offline_codec import offline_codec
+from tests.offline_state import commit, offline_state
 
 SENDERS = ("FR-PN", "NL-KLPD", "ES-CNP", "PL-KGP")
 RECIPIENT = "DE-BKA"
 BATCH = 1000
 
 
-class _Table:
-    """What the pipeline reads of a CompactedTable: its items."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-
-
-class _DictState(RoutedView):
-    """The router's state view over plain dicts: the CPU of lookups, none of Kafka's."""
-
-    def __init__(self) -> None:
-        self.routed, self.consents, self.queries, self.casegroups = _Table(), _Table(), _Table(), _Table()
-        super().__init__(self.routed.items.get, self.consents.items.__contains__, self.consents.items.get,
-                         self.casegroups.items.get)
-
-    def overlay(self, routed: Lookup, consents: Lookup, groups: Lookup) -> RoutedView:
-        return overlaid((routed, consents, groups),
-                        (self.routed.items.get, self.consents.items.get, self.casegroups.items.get))
-
-
-def pipeline(state: _DictState) -> Pipeline:
+def pipeline(state: RouterState) -> Pipeline:
     engine = load_policy(REPO_ROOT / "deploy" / "policy.yaml").compile(
         Directory.from_file(REPO_ROOT / "deploy" / "directory.yaml"))
-    return Pipeline(offline_codec(), lambda: engine, cast(RouterState, state), Topics())
+    return Pipeline(offline_codec(), lambda: engine, state, Topics())
 
 
 def consumed(p: Pipeline, size: str, count: int, tag: str) -> list[Message]:
@@ -82,7 +62,7 @@ def _decode(p: Pipeline, src: Source) -> Decoded:
         return exc
 
 
-def route_batch(p: Pipeline, state: _DictState, messages: list[Message]) -> BatchOutcome:
+def route_batch(p: Pipeline, state: RouterState, messages: list[Message]) -> BatchOutcome:
     """What the router's loop does with one consumed batch, short of Kafka I/O."""
     sources = [Source.of(m) for m in messages]
     decoded = [_decode(p, src) for src in sources]
@@ -96,13 +76,13 @@ def route_batch(p: Pipeline, state: _DictState, messages: list[Message]) -> Batc
     for updates in (out.routed, out.consents, out.queries):
         for k, v in updates.items():
             k.encode(), json_bytes(v)
-    state.routed.items.update(out.routed)
+    commit(state, out)
     return out
 
 
 def run(size: str, count: int, rounds: int) -> dict[str, float]:
     """µs per record: best and median of `rounds`, each over fresh records (new ids)."""
-    state = _DictState()
+    state = offline_state()
     p = pipeline(state)
     spans = []
     for r in range(rounds):
@@ -116,7 +96,7 @@ def run(size: str, count: int, rounds: int) -> dict[str, float]:
 
 
 def profile(size: str, count: int, top: int) -> None:
-    state = _DictState()
+    state = offline_state()
     p = pipeline(state)
     batches = [consumed(p, size, BATCH, f"prof-{b}") for b in range(max(1, count // BATCH))]
     prof = cProfile.Profile()

@@ -6,6 +6,7 @@ from typing import Any
 
 from liaison.case_groups import (
     MAX_MEMBERS,
+    MAX_RUNNING,
     MAX_TERM_MS,
     RETENTION_MS,
     CaseGroup,
@@ -82,6 +83,9 @@ def test_changes_are_checked() -> None:
     assert check_change(None, change("PROPOSE"), **ok) is None
     assert check_change(None, change("PROPOSE"), **{**ok, "name_taken": True}) is not None
     assert check_change(None, change("PROPOSE", group="jit"), **ok) is not None
+    assert check_change(None, change("PROPOSE"), **ok, running=MAX_RUNNING - 1) is None
+    assert "at most" in str(check_change(None, change("PROPOSE"), **ok, running=MAX_RUNNING))
+    assert check_change(g, change("ADD"), **ok, running=MAX_RUNNING) is None  # only proposals count
     assert check_change(None, change("PROPOSE"), **{**ok, "invited": []}) is not None
     crowd = [f"DE-A{i}" for i in range(MAX_MEMBERS)]
     assert check_change(None, change("PROPOSE"), **{**ok, "invited": crowd})

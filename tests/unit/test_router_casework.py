@@ -7,12 +7,11 @@ router does after a transaction.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from liaison.case_groups import CaseGroup
+from liaison.case_groups import MAX_RUNNING, CaseGroup
 from liaison.codec import Codec
 from liaison.directory import Agency, Agreement, Directory, Officer
 from liaison.policy import PolicyConfig, compile_policy
@@ -21,32 +20,11 @@ from liaison.policy.model import match_key
 from liaison.sdk import builders as b
 from liaison.topics import Topics
 from services.router.pipeline import BatchOutcome, Pipeline, Source
-from services.router.state import RoutedView, overlaid
 from tests.offline_codec import offline_codec
+from tests.offline_state import commit, offline_state
 
 DAY = 86_400_000
 TOPICS = Topics("")
-
-
-class MemoryTables(RoutedView):
-    """bus.routed, bus.consents and bus.casegroups as dicts, with the router's overlay."""
-
-    def __init__(self) -> None:
-        self.routed = SimpleNamespace(items={})
-        self.consents: dict[str, Any] = {}
-        self.groups: dict[str, Any] = {}
-        self.casegroups = SimpleNamespace(items=self.groups)
-        super().__init__(self.routed.items.get, self.consents.__contains__, self.consents.get,
-                         self.groups.get)
-
-    def overlay(self, routed: Any, consents: Any, groups: Any) -> RoutedView:
-        committed = (self.routed.items.get, self.consents.get, self.groups.get)
-        return overlaid((routed, consents, groups), committed)
-
-    def commit(self, out: BatchOutcome) -> None:
-        self.routed.items.update(out.routed)
-        self.consents.update(out.consents)
-        self.groups.update(out.case_groups)
 
 
 def directory() -> Directory:
@@ -71,9 +49,9 @@ def codec() -> Codec:
 class Harness:
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self.state = MemoryTables()
+        self.state = offline_state(TOPICS)
         engine = compile_policy(PolicyConfig(), directory())
-        self.pipeline = Pipeline(codec, lambda: engine, self.state, TOPICS)  # type: ignore[arg-type]
+        self.pipeline = Pipeline(codec, lambda: engine, self.state, TOPICS)
         self.offset = 0
 
     def send(self, message_type: str, record: dict[str, Any], *, outbox: str | None = None) -> BatchOutcome:
@@ -84,7 +62,7 @@ class Harness:
                      None, None, value)
         out = BatchOutcome()
         self.pipeline.handle(src, (message_type, self.codec.decode(value)[1]), out)
-        self.state.commit(out)
+        commit(self.state, out)
         return out
 
     def delivered(self, out: BatchOutcome, topic: str) -> list[dict[str, Any]]:
@@ -156,7 +134,7 @@ def test_a_case_group_is_formed_joined_addressed_and_closed(bus: Harness) -> Non
                                                      accept=False))
     assert [a["reason_code"] for a in bus.audit(declined) if a["decision"] == "RECORDED"] == [
         R.CASE_GROUP_DECLINED]
-    group = CaseGroup.from_value(bus.state.groups["JIT-ORION"])
+    group = CaseGroup.from_value(bus.state.casegroups.items["JIT-ORION"])
     assert set(group.members) == {"FR-PN", "DE-BKA"}
     assert not group.invited
     assert "ES-CNP" in group.left
@@ -190,7 +168,7 @@ def test_a_group_past_its_end_date_is_closed_once_and_its_members_told(bus: Harn
     assert not early.outputs
     out = BatchOutcome()
     assert bus.pipeline.end_case_groups(soon, out) == 1
-    bus.state.commit(out)
+    commit(bus.state, out)
     told = {r["envelope"]["addressing"]["agencies"][0]: r for r in
             bus.delivered(out, TOPICS.receipts("FR-PN")) + bus.delivered(out, TOPICS.receipts("DE-BKA"))}
     assert set(told) == {"FR-PN", "DE-BKA"}
@@ -199,7 +177,7 @@ def test_a_group_past_its_end_date_is_closed_once_and_its_members_told(bus: Harn
     (audit,) = bus.audit(out)
     assert (audit["decision"], audit["reason_code"]) == ("RECORDED", R.CASE_GROUP_ENDED)
     assert audit["message_id"] == propose["envelope"]["message_id"]
-    group = CaseGroup.from_value(bus.state.groups["JIT-ORION"])
+    group = CaseGroup.from_value(bus.state.casegroups.items["JIT-ORION"])
     assert group.status == "CLOSED"
     assert group.history[-1]["action"] == "ENDED"
     again = BatchOutcome()
@@ -240,7 +218,7 @@ def test_a_data_request_is_held_until_the_match_is_decided(bus: Harness, confirm
                                                                if confirmed else [])
     recorded = [a["reason_code"] for a in bus.audit(decided) if a["decision"] == "RECORDED"]
     assert recorded == [R.MATCH_CONFIRMED if confirmed else R.MATCH_REJECTED]
-    assert bus.state.consents[match_key("DE-BKA", "AFIS-DE-77")]["verified_by"] == "Insp. Weber, AFIS"
+    assert bus.state.consents.items[match_key("DE-BKA", "AFIS-DE-77")]["verified_by"] == "Insp. Weber, AFIS"
     if not confirmed:
         (denied,) = [r for r in bus.delivered(decided,
                                               TOPICS.receipts("FR-PN")) if r["recipient"] == "DE-BKA"]
@@ -256,6 +234,54 @@ def test_a_hit_on_a_search_without_biometrics_needs_no_confirmation(bus: Harness
     bus.send("Reply", b.reply(b.envelope("DE-BKA", correlation_id=check["envelope"]["message_id"]), "HIT",
                               reference="VRN-1"))
     _, _out = _data_request(bus)
-    assert not bus.state.consents
+    assert not bus.state.consents.items
     request = b.query(b.envelope("FR-PN", to=["DE-BKA"]), "Data", kind="DATA_REQUEST", reference="VRN-1")
     assert bus.delivered(bus.send("Query", request), TOPICS.inbox("Query", "DE-BKA"))
+
+
+def _proposal(name: str, ends_at: int) -> dict[str, Any]:
+    return b.query(b.envelope("FR-PN", to=["DE-BKA"], case_id=name), f"Join {name}?",
+                   case_group=b.case_group_change(name, "PROPOSE", ends_at=ends_at))
+
+
+def _refused(out: BatchOutcome, bus: Harness) -> list[str]:
+    return [r["reason"] for r in bus.delivered(out, TOPICS.receipts("FR-PN"))
+            if r["reason_code"] == R.CASE_GROUP_REFUSED]
+
+
+def test_an_agency_runs_a_bounded_number_of_groups_even_within_one_batch(bus: Harness) -> None:
+    ends = b.now_ms() + DAY
+    for i in range(MAX_RUNNING - 2):
+        assert not _refused(bus.send("Query", _proposal(f"JIT-{i}", ends)), bus)
+    assert bus.state.groups_run_by("FR-PN") == MAX_RUNNING - 2
+    batch = BatchOutcome()  # five proposals routed in one batch, none committed before the next
+    for i in range(5):
+        bus.offset += 1
+        value = bus.codec.encode("Query", _proposal(f"JIT-BATCH-{i}", ends))
+        src = Source(TOPICS.outbox("Query", "FR-PN"), 0, bus.offset, None, None, value)
+        bus.pipeline.handle(src, ("Query", bus.codec.decode(value)[1]), batch)
+    refusals = _refused(batch, bus)
+    assert len(refusals) == 3
+    assert all(f"at most {MAX_RUNNING} case groups" in why for why in refusals)
+    commit(bus.state, batch)
+    assert bus.state.groups_run_by("FR-PN") == MAX_RUNNING
+    assert bus.state.groups_run_by("DE-BKA") == 0  # a member, not the initiator
+    closing = b.query(b.envelope("FR-PN", to=["DE-BKA"], case_id="JIT-0"), "Closing JIT-0.",
+                      case_group=b.case_group_change("JIT-0", "CLOSE"))
+    bus.send("Query", closing)
+    assert bus.state.groups_run_by("FR-PN") == MAX_RUNNING - 1  # a closed group frees its place
+    assert not _refused(bus.send("Query", _proposal("JIT-AFTER", ends)), bus)
+
+
+def test_the_end_date_sweep_reads_only_the_groups_that_run(bus: Harness) -> None:
+    soon = b.now_ms() + 60_000
+    bus.send("Query", _proposal("JIT-SOON", soon))
+    bus.send("Query", _proposal("JIT-LATER", soon + DAY))
+    assert list(bus.state.casegroups.items.marked()) == ["FR-PN/JIT-LATER", "FR-PN/JIT-SOON"]
+    out = BatchOutcome()
+    assert bus.pipeline.end_case_groups(soon, out) == 1
+    commit(bus.state, out)
+    assert list(bus.state.casegroups.items.marked()) == ["FR-PN/JIT-LATER"]  # the ended one left the marks
+    bus.state.casegroups.put_local("JIT-LATER", None)  # deleted while it ran: its mark is dropped
+    assert bus.pipeline.end_case_groups(soon + 2 * DAY, BatchOutcome()) == 0
+    assert list(bus.state.casegroups.items.marked()) == []

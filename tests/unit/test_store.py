@@ -114,3 +114,13 @@ def test_marks_are_written_with_the_values_and_survive_a_reset_only_if_rewritten
     assert list(store.marked()) == ["q2"]
     store.reset({"topic": "t", "cluster": "c"})
     assert list(store.marked()) == []
+
+
+def test_marks_are_read_by_prefix(store: Store) -> None:
+    store.apply({"a": 1}, marks={"FR-PN/JIT-A": True, "FR-PN/JIT-B": True, "FR-PNX/JIT-C": True,
+                                 "DE-BKA/JIT-D": True})
+    assert list(store.marked("FR-PN/")) == ["FR-PN/JIT-A", "FR-PN/JIT-B"]
+    assert list(store.marked("IT-PS/")) == []
+    store.apply({}, marks={"FR-PN/JIT-A": False})
+    assert list(store.marked("FR-PN/")) == ["FR-PN/JIT-B"]
+    assert len(list(store.marked())) == 3
