@@ -97,6 +97,7 @@ class Router:
                                 max_parked=settings.max_parked)
         self._consumed: dict[tuple[str, int], int] = {}  # per partition: past the last record read
         self._outbox_partitions: int | None = None  # all agencies' outbox partitions, when counted
+        self._first_outbox: tuple[str, int] | None = None  # the first of them by name, when counted
         self._next_sweep = time.monotonic() + settings.state_sweep_interval_s
         self._next_group_check = time.monotonic()  # at start: groups that ended while it was down
         self._pipeline: Pipeline | None = None
@@ -202,7 +203,7 @@ class Router:
     # -- partitions (called inside consume(), between transactions) -----------------------------
     async def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
-        self._outbox_partitions = None  # count them again: another instance may have left
+        self._outbox_partitions = self._first_outbox = None  # count again: another instance may have left
         self.metrics.partitions.set(len(self._owned))
         log.info("partitions assigned", count=len(partitions), owned=len(self._owned))
 
@@ -430,11 +431,18 @@ class Router:
                 metadata = await consumer.list_topics(timeout=5)
             except KafkaException:
                 return False
-            total = sum(len(t.partitions) for name, t in metadata.topics.items() if pattern.match(name))
+            outboxes = {name: t for name, t in metadata.topics.items() if pattern.match(name)}
+            self._first_outbox = (min(outboxes), 0) if outboxes else None
             if not await self.state.catch_up_routed(self.settings.catch_up_timeout_s):
                 return False  # read the others' last writes first
-            self._outbox_partitions = total
+            self._outbox_partitions = sum(len(t.partitions) for t in outboxes.values())
         return len(self._owned) >= self._outbox_partitions
+
+    async def _ends_groups(self) -> bool:
+        """Whether this instance closes the case groups past their end date: the one that owns the
+        first outbox partition (by name), so that with several instances the members are told once
+        (twice at most, if that partition moves in the middle of a sweep)."""
+        return await self._alone() or (self._first_outbox is not None and self._first_outbox in self._owned)
 
     async def _sweep(self, *, tombstones: bool = True) -> None:
         """Delete the state entries that expired (tombstones), and close the case groups whose end
@@ -451,7 +459,7 @@ class Router:
         expired = {table: table.items.expired(now_ms, SWEEP_BATCH) if tombstones else []
                    for table in (self.state.routed, self.state.consents, self.state.casegroups)}
         endings = BatchOutcome()
-        ended = pipeline.end_case_groups(now_ms, endings)
+        ended = pipeline.end_case_groups(now_ms, endings) if await self._ends_groups() else 0
         if not any(expired.values()) and not ended:
             return
         try:

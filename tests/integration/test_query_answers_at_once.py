@@ -56,13 +56,15 @@ async def _assignment(bus: Bus) -> dict[str, set[tuple[str, int]]]:
             for m in described.members}
 
 
-async def _start_two_routers(bus: Bus, workdir: Path, repliers: list[str], *, timeout_s: float = 90.0
-                             ) -> tuple[list[ServiceProcess], list[set[tuple[str, int]]]]:
-    """Two router processes in one group, once each owns its share of the outbox partitions."""
-    await _widen_reply_outboxes(bus, repliers)
+async def _start_two_routers(bus: Bus, workdir: Path, repliers: list[str], *, timeout_s: float = 90.0,
+                             **env: str) -> tuple[list[ServiceProcess], list[set[tuple[str, int]]]]:
+    """Two router processes in one group (`env`: their LIAISON_* settings), once each owns its share
+    of the outbox partitions."""
+    if repliers:
+        await _widen_reply_outboxes(bus, repliers)
     agencies = len(bus.directory.agencies)  # each outbox has 2 partitions but the widened ones
     outboxes = agencies * 2 * 2 + (agencies - len(repliers)) * 2 + len(repliers) * REPLY_PARTITIONS
-    routers = [start_router_process(bus, workdir, f"router-{i}") for i in (1, 2)]
+    routers = [start_router_process(bus, workdir, f"router-{i}", **env) for i in (1, 2)]
     deadline = time.monotonic() + timeout_s
     found = await _assignment(bus)
     while len(found) != 2 or not all(found.values()) or sum(map(len, found.values())) != outboxes:
