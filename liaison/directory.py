@@ -116,7 +116,7 @@ class Agency:
             | ({"designated": True} if self.designated else {})
 
 
-OFFICER_CODE = re.compile(r"^([A-Z]{2,3}-[A-Z0-9]+)-([A-Z0-9]{2,16})$")
+OFFICER_CODE = re.compile(r"^([A-Z]{2,3}-[A-Z0-9]+(?:_[A-Z0-9]+)*)-([A-Z0-9]{2,16})$")
 """A liaison officer's code: its agency's code, then its post (FR-PN-BOGOTA)."""
 
 OfficerStatus = Literal["ACTIVE", "REVOKED"]

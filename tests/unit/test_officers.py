@@ -33,6 +33,15 @@ def test_a_post_names_the_officer_after_its_agency_and_post(entries: dict[str, A
     assert Directory.from_entries({**entries, officer_key(officer.code): officer.to_entry()}).officers
 
 
+def test_an_agency_code_with_an_underscore_posts_officers_too(entries: dict[str, Any]) -> None:
+    cyber = {**entries, "agency/SE-NOA_CYBER": {"code": "SE-NOA_CYBER", "name": "NOA cyber crime centre"}}
+    officer = plan_post(cyber, "se-noa_cyber", "hague", post="The Hague", cases=["OP-DARK"], countries=[],
+                        starts_at=NOW, ends_at=NOW + HOUR)
+    assert (officer.code, officer.agency) == ("SE-NOA_CYBER-HAGUE", "SE-NOA_CYBER")
+    posted = Directory.from_entries({**cyber, officer_key(officer.code): officer.to_entry()}).officers
+    assert posted["SE-NOA_CYBER-HAGUE"].agency == "SE-NOA_CYBER"
+
+
 @pytest.mark.parametrize(("agency", "kwargs", "message"), [
     ("fr pn", {}, "not an agency code"),
     ("SE-NOA", {}, "is not in the directory"),
