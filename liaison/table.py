@@ -76,9 +76,14 @@ class CompactedTable(AsyncResource):
         await self._consumer.start()
         partitions = await self._partitions(timeout_s)
         self._consumer.assign(partitions)
+        # no fetch until the start has its offsets: behind a long poll pending on the same
+        # connection, the broker answers them only once the poll returns (fetch_max_wait_ms)
+        self._consumer.pause(*partitions)
         await self._resume(partitions)
+        ends = await self._consumer.end_offsets(partitions)
+        self._consumer.resume(*partitions)
         self._task = asyncio.create_task(self._follow(), name=f"table:{self.topic}")
-        if not await self.wait_caught_up(timeout_s=timeout_s):
+        if not await self._reach(ends, timeout_s):
             raise BrokerUnavailable(f"could not read {self.topic} to its end within {timeout_s:.0f} s")
 
     async def _resume(self, partitions: list[TopicPartition]) -> None:
@@ -176,8 +181,9 @@ class CompactedTable(AsyncResource):
         """Wait until the view holds every record committed before this call; False on timeout."""
         consumer = self._consumer
         assert consumer is not None
-        targets = await consumer.end_offsets(list(consumer.assignment()))
+        return await self._reach(await consumer.end_offsets(list(consumer.assignment())), timeout_s)
 
+    async def _reach(self, targets: dict[TopicPartition, int], timeout_s: float) -> bool:
         def reached() -> bool:
             return all(self._positions.get(tp, 0) >= end for tp, end in targets.items())
 

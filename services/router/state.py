@@ -10,6 +10,7 @@ DATA_REQUESTs held until they do.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -197,8 +198,11 @@ class RouterState(RoutedView):
                         batch_groups=batch_groups, run_by=self._run_by_committed)
 
     async def start(self) -> None:
-        for table in self._tables:
-            await table.start()
+        """The tables read to their ends side by side: a takeover waits for the slowest, not the sum."""
+        started = await asyncio.gather(*(table.start() for table in self._tables), return_exceptions=True)
+        failed = [outcome for outcome in started if isinstance(outcome, BaseException)]
+        if failed:
+            raise failed[0]  # each one started or not, as it would be in turn; stop() ends them
 
     async def stop(self) -> None:
         for table in reversed(self._tables):
