@@ -122,8 +122,10 @@ class SchemaStore(AsyncResource):
                 group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **kwargs)
             await self._consumer.start()
             self._consumer.assign([self._tp])
+            self._consumer.pause(self._tp)  # no long poll ahead of the two offset requests below
             await self._consumer.seek_to_beginning(self._tp)
             end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+            self._consumer.resume(self._tp)
             # End offsets come from a second connection: the broker answers one connection's requests
             # in order, so on the reader's they would wait behind its long-polling fetch.
             self._offsets = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kwargs)
