@@ -519,14 +519,7 @@ class Pipeline:
     def end_case_groups(self, now: int, out: BatchOutcome) -> int:
         """Groups whose end date has passed, closed on record, each member told (GROUP_CHANGED). The
         engine already routes nothing to them; this tells the members and audits the end."""
-        due, dangling = [], []
-        for mark, value in self.state.running_groups():
-            if value is None or value.get("status") != "ACTIVE":
-                dangling.append(mark)  # deleted, or its mark outlived it: nothing to tell anyone
-            elif int(value["ends_at"]) <= now:
-                due.append(CaseGroup.from_value(value))
-        if dangling:
-            self.state.casegroups.items.apply({}, marks=dict.fromkeys(dangling, False))
+        due = [CaseGroup.from_value(v) for v in self.state.running_groups() if int(v["ends_at"]) <= now]
         for group in due:
             after = ended(group, now)
             out.case_groups[group.name] = after.to_value()

@@ -11,7 +11,7 @@ DATA_REQUESTs held until they do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from liaison.case_groups import CaseGroup, running_mark
@@ -183,12 +183,19 @@ class RouterState(RoutedView):
     def _run_by_committed(self, agency: str) -> int:
         return sum(1 for _ in self.casegroups.items.marked(f"{agency}/"))
 
-    def running_groups(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """Every group some agency runs (marked ACTIVE), with its value (None if it was deleted
-        without ending, which leaves a mark behind that the caller drops)."""
-        for mark in self.casegroups.items.marked():
-            name = mark.split("/", 1)[1]
-            yield mark, self.casegroups.items.get(name)
+    def running_groups(self) -> list[dict[str, Any]]:
+        """Every group some agency runs (marked ACTIVE). A mark whose group is gone or no longer
+        ACTIVE (deleted without ending) is dropped here: nothing is left to tell anyone."""
+        items, found, stale = self.casegroups.items, [], []
+        for mark in items.marked():
+            value = items.get(mark.split("/", 1)[1])
+            if isinstance(value, dict) and value.get("status") == "ACTIVE":
+                found.append(value)
+            else:
+                stale.append(mark)
+        if stale:
+            items.apply({}, marks=dict.fromkeys(stale, False))
+        return found
 
     def overlay(self, routed: Lookup, consents: Lookup, groups: Lookup = lambda name: None,
                 batch_groups: Callable[[], Iterable[dict[str, Any]]] = tuple) -> RoutedView:
